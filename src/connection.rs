@@ -1,0 +1,349 @@
+//! One task per socket: frame limits, parsing, liveness, and a writer fed by a bounded queue.
+//! It decides nothing about routing; the router task does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use protocol::Inbound;
+use protocol::close::{self, Close};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::{Config, ConsoleMessages};
+use crate::router::{ConnId, Role};
+use crate::router_task::{Event, Outbox, Outgoing, RouterHandle};
+
+/// How long the server waits for the peer's close frame after sending its own.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How many queued messages the writer sends before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// What every connection task needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub max_message_size: usize,
+    pub max_queued_messages: usize,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    pub console_messages: ConsoleMessages,
+}
+
+impl ConnectionSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_message_size: config.max_message_size,
+            max_queued_messages: config.max_queued_messages,
+            keepalive_interval: config.keepalive_interval,
+            keepalive_timeout: config.keepalive_timeout,
+            console_messages: config.console_messages,
+        }
+    }
+
+    /// The WebSocket settings: our message limit, small buffers (many idle connections).
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+    }
+}
+
+/// Everything a connection shares with the rest of the server.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub router: RouterHandle,
+    pub settings: Arc<ConnectionSettings>,
+    pub shutdown: CancellationToken,
+}
+
+/// How the reading side ended.
+enum End {
+    Shutdown,
+    /// The writer finished: it sent a close frame the router asked for, or was told to drop.
+    WriterDone,
+    PeerClosed(Option<u16>),
+    Timeout,
+    Invalid(Close),
+    Error(WsError),
+}
+
+/// Serves one upgraded WebSocket until it ends.
+pub async fn run<S>(ws: WebSocketStream<S>, conn: ConnId, role: Role, remote: SocketAddr, shared: Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = info_span!("conn", id = %conn, role = %role, remote = %remote);
+    serve(ws, conn, role, shared).instrument(span).await;
+}
+
+async fn serve<S>(ws: WebSocketStream<S>, conn: ConnId, role: Role, shared: Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    info!("opened");
+    let settings = shared.settings.clone();
+    let (sink, mut stream) = ws.split();
+    let (queue_tx, queue_rx) = mpsc::channel(settings.max_queued_messages);
+    let (urgent_tx, urgent_rx) = oneshot::channel();
+    let (done_tx, mut done_rx) = oneshot::channel::<()>();
+    let outbox = Outbox {
+        queue: queue_tx.clone(),
+        urgent: urgent_tx,
+    };
+    if !shared.router.send(Event::Opened { conn, role, outbox }).await {
+        return;
+    }
+    let writer = tokio::spawn(
+        write_loop(sink, queue_rx, urgent_rx, shared.shutdown.clone(), settings.clone(), done_tx)
+            .in_current_span(),
+    );
+
+    let timeout_enabled = !settings.keepalive_timeout.is_zero();
+    let mut deadline = Instant::now() + settings.keepalive_timeout;
+    let mut warned_binary = false;
+    let end = loop {
+        let expiry = sleep_until(deadline);
+        tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => break End::Shutdown,
+            _ = &mut done_rx => break End::WriterDone,
+            () = expiry, if timeout_enabled => break End::Timeout,
+            frame = stream.next() => {
+                if timeout_enabled {
+                    deadline = Instant::now() + settings.keepalive_timeout;
+                }
+                match frame {
+                    None => break End::PeerClosed(None),
+                    Some(Ok(Message::Text(text))) => {
+                        handle_text(conn, &text, &shared).await;
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if warned_binary {
+                            debug!("binary message; handled as text");
+                        } else {
+                            warn!("binary message; handled as text");
+                            warned_binary = true;
+                        }
+                        let text = String::from_utf8_lossy(&bytes);
+                        handle_text(conn, &text, &shared).await;
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        break End::PeerClosed(frame.map(|f| u16::from(f.code)));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                        warn!(size, max_size, "message too big; closing 1009");
+                        break End::Invalid(close::MESSAGE_TOO_BIG);
+                    }
+                    Some(Err(WsError::Utf8(e))) => {
+                        warn!("invalid UTF-8 in a text frame ({e}); closing 1007");
+                        break End::Invalid(close::INVALID_UTF8);
+                    }
+                    Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                        break End::PeerClosed(None);
+                    }
+                    Some(Err(e)) => break End::Error(e),
+                }
+            }
+        }
+    };
+
+    match end {
+        End::Shutdown => {
+            // The writer sends 1012; nobody is told (PROTOCOL.md §6, server shutdown).
+            let _ = timeout(CLOSE_WAIT, async {
+                let _ = (&mut done_rx).await;
+                while stream.next().await.is_some() {}
+            })
+            .await;
+            info!(code = close::SERVER_RESTARTING.code, "closed: server shutdown");
+        }
+        End::WriterDone => {
+            let _ = timeout(CLOSE_WAIT, async { while stream.next().await.is_some() {} }).await;
+            info!("closed by the server");
+        }
+        End::PeerClosed(code) => {
+            shared.router.send(Event::Closed { conn }).await;
+            // Let the close reply go out.
+            let _ = timeout(CLOSE_WAIT, async { while stream.next().await.is_some() {} }).await;
+            match code {
+                Some(code) => info!(code, "closed by the peer"),
+                None => info!("connection ended by the peer"),
+            }
+        }
+        End::Timeout => {
+            shared.router.send(Event::Closed { conn }).await;
+            warn!("no frame within keepalive_timeout; dropped");
+        }
+        End::Invalid(reason) => {
+            shared.router.send(Event::Closed { conn }).await;
+            let _ = queue_tx.try_send(Outgoing::Close(reason.code, reason.reason.to_owned()));
+            let _ = timeout(CLOSE_WAIT, async {
+                let _ = (&mut done_rx).await;
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
+            info!(code = reason.code, "closed: {}", reason.reason);
+        }
+        End::Error(e) => {
+            shared.router.send(Event::Closed { conn }).await;
+            info!("connection failed: {e}");
+        }
+    }
+    writer.abort();
+}
+
+async fn handle_text(conn: ConnId, text: &str, shared: &Shared) {
+    match Inbound::parse(text) {
+        Ok(message) => {
+            log_message(shared.settings.console_messages, ">", message.type_name(), text);
+            shared.router.send(Event::Message { conn, message }).await;
+        }
+        Err(e) => warn!("bad message ignored: {e}"),
+    }
+}
+
+/// `console_messages`: one line per signalling message, as Wilbur logs them.
+fn log_message(mode: ConsoleMessages, direction: &str, type_name: &str, text: &str) {
+    match mode {
+        ConsoleMessages::Off => {}
+        ConsoleMessages::Basic => info!("{direction} {type_name}"),
+        ConsoleMessages::Verbose => info!("{direction} {text}"),
+        ConsoleMessages::Formatted => {
+            let pretty = serde_json::from_str::<serde_json::Value>(text)
+                .and_then(|v| serde_json::to_string_pretty(&v))
+                .unwrap_or_else(|_| text.to_owned());
+            info!("{direction} {pretty}");
+        }
+    }
+}
+
+type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
+
+async fn write_loop<S>(
+    mut sink: Sink<S>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    mut urgent: oneshot::Receiver<Outgoing>,
+    shutdown: CancellationToken,
+    settings: Arc<ConnectionSettings>,
+    done: oneshot::Sender<()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let pings = !settings.keepalive_interval.is_zero();
+    let period = if pings {
+        settings.keepalive_interval
+    } else {
+        Duration::from_secs(3600)
+    };
+    let mut ping = tokio::time::interval_at(Instant::now() + period, period);
+    let mut urgent_open = true;
+    loop {
+        // Each write races the urgent channel and shutdown, so a peer that never reads cannot
+        // hold the writer past its close.
+        let step = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Step::Close(close::SERVER_RESTARTING.code, close::SERVER_RESTARTING.reason.to_owned()),
+            u = &mut urgent, if urgent_open => match u {
+                Ok(Outgoing::Close(code, reason)) => Step::Close(code, reason),
+                Ok(Outgoing::Drop) => Step::Stop,
+                Ok(Outgoing::Text(_)) | Err(_) => { urgent_open = false; Step::Continue }
+            },
+            item = queue.recv() => match item {
+                Some(Outgoing::Text(text)) => {
+                    let written = tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => Err(None),
+                        u = &mut urgent, if urgent_open => Err(u.ok()),
+                        r = write_batch(&mut sink, &mut queue, text, settings.console_messages) => Ok(r),
+                    };
+                    match written {
+                        Ok(Ok(None)) => Step::Continue,
+                        Ok(Ok(Some((code, reason)))) => Step::Close(code, reason),
+                        Ok(Err(e)) => { debug!("write failed: {e}"); Step::Stop }
+                        // Interrupted mid-write: the stream may hold half a frame, so no close frame.
+                        Err(_) => Step::Stop,
+                    }
+                }
+                Some(Outgoing::Close(code, reason)) => Step::Close(code, reason),
+                Some(Outgoing::Drop) | None => Step::Stop,
+            },
+            _ = ping.tick(), if pings => match sink.send(Message::Ping(Default::default())).await {
+                Ok(()) => Step::Continue,
+                Err(_) => Step::Stop,
+            },
+        };
+        match step {
+            Step::Continue => {}
+            Step::Stop => break,
+            Step::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: close::truncate_reason(&reason).to_owned().into(),
+                };
+                let _ = timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+                break;
+            }
+        }
+    }
+    let _ = done.send(());
+}
+
+enum Step {
+    Continue,
+    Stop,
+    Close(u16, String),
+}
+
+/// Writes `first` and whatever else is already queued, then flushes. Returns a close request
+/// found in the queue.
+async fn write_batch<S>(
+    sink: &mut Sink<S>,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    first: tokio_tungstenite::tungstenite::Utf8Bytes,
+    console: ConsoleMessages,
+) -> Result<Option<(u16, String)>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    log_outgoing(console, &first);
+    sink.feed(Message::Text(first)).await?;
+    let mut close = None;
+    for _ in 1..WRITE_BATCH {
+        match queue.try_recv() {
+            Ok(Outgoing::Text(text)) => {
+                log_outgoing(console, &text);
+                sink.feed(Message::Text(text)).await?;
+            }
+            Ok(Outgoing::Close(code, reason)) => {
+                close = Some((code, reason));
+                break;
+            }
+            Ok(Outgoing::Drop) | Err(_) => break,
+        }
+    }
+    sink.flush().await?;
+    Ok(close)
+}
+
+fn log_outgoing(console: ConsoleMessages, text: &str) {
+    if console != ConsoleMessages::Off {
+        let type_name = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        log_message(console, "<", &type_name, text);
+    }
+}

@@ -1,0 +1,130 @@
+//! The player port: an HTTP server that upgrades WebSocket requests on any path to the player
+//! protocol and answers other requests (404 for now; later features mount here).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+use crate::connection;
+use crate::listener::{Acceptor, UPGRADE_TIMEOUT, first_subprotocol};
+use crate::router::Role;
+
+/// The remote address of the TCP connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// The player port's routes.
+pub fn app(acceptor: Acceptor) -> axum::Router {
+    axum::Router::new().fallback(fallback).with_state(acceptor)
+}
+
+async fn fallback(State(acceptor): State<Acceptor>, request: Request) -> Response {
+    if is_websocket_upgrade(request.headers()) {
+        return upgrade(acceptor, request);
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
+    let headers = request.headers();
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13\n").into_response();
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let protocol = first_subprotocol(headers.get(header::SEC_WEBSOCKET_PROTOCOL));
+    let remote = request
+        .extensions()
+        .get::<RemoteAddr>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.0);
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let config = acceptor.shared.settings.websocket_config();
+    let tracker = acceptor.tracker.clone();
+    tracker.spawn(async move {
+        let upgraded = tokio::select! {
+            () = acceptor.shared.shutdown.cancelled() => return,
+            r = on_upgrade => match r {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    debug!(%remote, "player upgrade failed: {e}");
+                    return;
+                }
+            },
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config)).await;
+        let conn = acceptor.next_conn_id();
+        connection::run(ws, conn, Role::Player, remote, acceptor.shared).await;
+    });
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(protocol) = protocol {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    response
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Serves HTTP on the player port until shutdown.
+pub async fn serve(listener: TcpListener, acceptor: Acceptor) {
+    let app = app(acceptor.clone());
+    loop {
+        let accepted = tokio::select! {
+            () = acceptor.shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(role = "player", "accept failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let shutdown = acceptor.shared.shutdown.clone();
+        acceptor.tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(RemoteAddr(remote));
+                app.clone().oneshot(request.map(Body::new))
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(UPGRADE_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                r = connection.as_mut() => if let Err(e) = r { debug!(%remote, "HTTP connection ended: {e}"); },
+                () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}

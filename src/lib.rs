@@ -1,0 +1,21 @@
+//! `signalling`: a Pixel Streaming signalling server.
+//!
+//! How the parts fit:
+//! - [`listener`] accepts sockets on the streamer and SFU ports; [`http`] serves the player
+//!   port (WebSocket upgrades on any path, plain HTTP otherwise).
+//! - Each socket gets a [`connection`] task: frame limits, parsing, liveness, and a bounded
+//!   outgoing queue with its own writer.
+//! - One [`router_task`] actor owns the sans-IO [`router::Router`] (the streamer, player and SFU
+//!   tables) and every outgoing queue; it never waits on a socket.
+//! - [`server`] binds everything, spawns the tasks and owns shutdown.
+//! - [`config`] layers the embedded `signalling.toml`, a `--config` file and flags.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod listener;
+pub mod logging;
+pub mod router;
+pub mod router_task;
+pub mod server;

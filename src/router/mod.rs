@@ -1,0 +1,399 @@
+//! The sans-IO routing core: owns the streamer, player and SFU tables and decides who talks to
+//! whom. Inputs go in through `handle_*`, outputs come out of [`Router::poll_output`]. It never
+//! touches a socket, a channel or the clock (`now` is an argument), so every rule of
+//! PROTOCOL.md is unit-tested here without IO (`tests.rs`).
+
+mod forward;
+mod registry;
+mod subscription;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+
+use protocol::close::Close;
+use protocol::{Inbound, PROTOCOL_VERSION, ServerMessage};
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tracing::{debug, warn};
+
+use crate::config::PlayerIdStyle;
+
+/// The server's handle for one socket. Never reused within a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Which port a connection arrived on; it fixes what the connection may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Streamer,
+    Player,
+    Sfu,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Streamer => "streamer",
+            Self::Player => "player",
+            Self::Sfu => "sfu",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the router asks the IO layer to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Queue one text frame on a connection.
+    Send { to: ConnId, text: Utf8Bytes },
+    /// Send a close frame after what is already queued, then end the connection.
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: String,
+    },
+    /// Drop the TCP connection without a close frame (a peer found dead).
+    Drop { conn: ConnId },
+}
+
+/// The settings the routing core reads.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// `peer_options` as JSON object text.
+    pub peer_options: Box<RawValue>,
+    pub max_players: u32,
+    pub player_id_style: PlayerIdStyle,
+    pub player_count: bool,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            peer_options: RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| empty_raw()),
+            max_players: 0,
+            player_id_style: PlayerIdStyle::Wilbur,
+            player_count: true,
+        }
+    }
+}
+
+fn empty_raw() -> Box<RawValue> {
+    // "{}" is valid JSON; this branch is never taken.
+    serde_json::value::to_raw_value(&serde_json::Map::new()).unwrap_or_default()
+}
+
+/// A row of the streamer table: a streamer-port or SFU-port connection.
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    streaming: bool,
+    /// Subscribers in the order they subscribed, keyed by a process-wide sequence number.
+    subscribers: BTreeMap<u64, ConnId>,
+    /// How many of `subscribers` are players (for `max_players`).
+    player_subscribers: usize,
+}
+
+/// A player-port connection, or an SFU acting as a player.
+#[derive(Debug)]
+struct Subscriber {
+    player_id: String,
+    state: SubState,
+    /// A server protocol ping is unanswered (PROTOCOL.md §9).
+    awaiting_pong: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubState {
+    Idle,
+    Subscribed { entry: ConnId, seq: u64 },
+}
+
+/// What a connection is, by role.
+#[derive(Debug)]
+enum Peer {
+    Streamer(Entry),
+    Player(Subscriber),
+    Sfu(Entry, Subscriber),
+}
+
+impl Peer {
+    fn role(&self) -> Role {
+        match self {
+            Self::Streamer(_) => Role::Streamer,
+            Self::Player(_) => Role::Player,
+            Self::Sfu(..) => Role::Sfu,
+        }
+    }
+    fn entry(&self) -> Option<&Entry> {
+        match self {
+            Self::Streamer(e) | Self::Sfu(e, _) => Some(e),
+            Self::Player(_) => None,
+        }
+    }
+    fn entry_mut(&mut self) -> Option<&mut Entry> {
+        match self {
+            Self::Streamer(e) | Self::Sfu(e, _) => Some(e),
+            Self::Player(_) => None,
+        }
+    }
+    fn subscriber(&self) -> Option<&Subscriber> {
+        match self {
+            Self::Player(s) | Self::Sfu(_, s) => Some(s),
+            Self::Streamer(_) => None,
+        }
+    }
+    fn subscriber_mut(&mut self) -> Option<&mut Subscriber> {
+        match self {
+            Self::Player(s) | Self::Sfu(_, s) => Some(s),
+            Self::Streamer(_) => None,
+        }
+    }
+}
+
+/// The routing state machine.
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    /// `config` is the same for everyone: serialized once.
+    config_message: Utf8Bytes,
+    identify_message: Utf8Bytes,
+    conns: HashMap<ConnId, Peer>,
+    /// Entries (streamers and SFUs) in connection order.
+    table: Vec<ConnId>,
+    entry_ids: HashMap<String, ConnId>,
+    player_ids: HashMap<String, ConnId>,
+    next_player: u64,
+    next_seq: u64,
+    open_players: usize,
+    outputs: VecDeque<Output>,
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Self {
+        let config_message = ServerMessage::Config {
+            peer_connection_options: &config.peer_options,
+            protocol_version: PROTOCOL_VERSION,
+        }
+        .to_json()
+        .into();
+        Self {
+            config,
+            config_message,
+            identify_message: ServerMessage::Identify.to_json().into(),
+            conns: HashMap::new(),
+            table: Vec::new(),
+            entry_ids: HashMap::new(),
+            player_ids: HashMap::new(),
+            next_player: 0,
+            next_seq: 0,
+            open_players: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The next thing for the IO layer to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Number of open connections the router knows.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The id a connection is known by (entry id, else player id), for log lines.
+    pub fn describe(&self, conn: ConnId) -> Option<String> {
+        let peer = self.conns.get(&conn)?;
+        Some(match peer {
+            Peer::Streamer(e) => e.id.clone(),
+            Peer::Player(s) => s.player_id.clone(),
+            Peer::Sfu(e, s) => format!("{}/{}", e.id, s.player_id),
+        })
+    }
+
+    /// A connection was accepted on the port of `role`.
+    pub fn handle_opened(&mut self, conn: ConnId, role: Role) {
+        if self.conns.contains_key(&conn) {
+            warn!(%conn, "connection opened twice; ignored");
+            return;
+        }
+        self.send_text(conn, self.config_message.clone());
+        let peer = match role {
+            Role::Streamer => Peer::Streamer(self.new_entry(conn)),
+            Role::Player => {
+                self.open_players += 1;
+                if self.config.player_count {
+                    let count = self.open_players;
+                    self.send(conn, &ServerMessage::PlayerCount { count });
+                }
+                Peer::Player(self.new_subscriber(conn))
+            }
+            Role::Sfu => {
+                let entry = self.new_entry(conn);
+                Peer::Sfu(entry, self.new_subscriber(conn))
+            }
+        };
+        if matches!(role, Role::Streamer | Role::Sfu) {
+            self.send_text(conn, self.identify_message.clone());
+        }
+        self.conns.insert(conn, peer);
+    }
+
+    /// A message arrived on `conn`, already parsed.
+    pub fn handle_message(&mut self, conn: ConnId, message: Inbound) {
+        let Some(role) = self.conns.get(&conn).map(Peer::role) else {
+            debug!(%conn, "message from a connection that is closing; discarded");
+            return;
+        };
+        use Role::{Player, Sfu, Streamer};
+        match (message, role) {
+            (Inbound::EndpointId { id }, Streamer | Sfu) => self.endpoint_id(conn, id),
+            (Inbound::ListStreamers, Player | Sfu) => self.list_streamers(conn),
+            (Inbound::Subscribe { streamer_id }, Player | Sfu) => {
+                self.subscribe(conn, streamer_id)
+            }
+            (Inbound::Unsubscribe, Player | Sfu) => self.end_subscription(conn),
+            (
+                Inbound::Forward {
+                    kind,
+                    player_id,
+                    relay,
+                },
+                _,
+            ) => self.forward(conn, role, kind, player_id, relay),
+            (Inbound::DisconnectPlayer { player_id, reason }, Streamer) => {
+                self.disconnect_player(conn, &player_id, reason)
+            }
+            (Inbound::StartStreaming, Sfu) => {
+                if let Some(entry) = self.entry_mut(conn) {
+                    entry.streaming = true;
+                }
+            }
+            (Inbound::StopStreaming, Sfu) => self.stop_streaming(conn),
+            (Inbound::Ping { time }, _) => self.pong(conn, time.as_deref()),
+            (Inbound::Pong, _) => {
+                if let Some(sub) = self.subscriber_mut(conn) {
+                    sub.awaiting_pong = false;
+                }
+            }
+            (Inbound::Stats, Player) => debug!(%conn, "stats ignored"),
+            (Inbound::Unknown(ty), _) => {
+                self.warn(conn, &format!("unknown message type {ty:?}; ignored"))
+            }
+            (message, role) => self.warn(
+                conn,
+                &format!(
+                    "a {role} may not send {:?}; ignored",
+                    message.type_name()
+                ),
+            ),
+        }
+    }
+
+    /// The connection ended on its own (peer closed, socket error, liveness timeout, frame
+    /// too big, invalid UTF-8, outgoing queue full). Runs the disconnect handling of
+    /// PROTOCOL.md §6. Unknown connections (already closed by the router) are ignored.
+    pub fn handle_closed(&mut self, conn: ConnId) {
+        self.remove(conn);
+    }
+
+    /// The protocol-ping timer fired (only when `player_protocol_ping` > 0): every player that
+    /// has not answered the previous ping is dropped (E5), the others get a new ping.
+    pub fn handle_tick(&mut self, now_ms: u64) {
+        let ping: Utf8Bytes = ServerMessage::Ping { time: now_ms }.to_json().into();
+        let mut dead = Vec::new();
+        let mut alive = Vec::new();
+        for (&conn, peer) in &mut self.conns {
+            if let Peer::Player(sub) = peer {
+                if sub.awaiting_pong {
+                    dead.push(conn);
+                } else {
+                    sub.awaiting_pong = true;
+                    alive.push(conn);
+                }
+            }
+        }
+        alive.sort_unstable();
+        dead.sort_unstable();
+        for conn in alive {
+            self.send_text(conn, ping.clone());
+        }
+        for conn in dead {
+            self.warn(conn, "no pong to the previous protocol ping; dropping");
+            self.outputs.push_back(Output::Drop { conn });
+            self.remove(conn);
+        }
+    }
+
+    fn pong(&mut self, conn: ConnId, time: Option<&str>) {
+        let time = time.unwrap_or("0");
+        match serde_json::from_str::<&RawValue>(time) {
+            Ok(time) => {
+                let text = ServerMessage::Pong { time }.to_json();
+                self.send_text(conn, text.into());
+            }
+            Err(_) => self.warn(conn, "ping with an unreadable time; ignored"),
+        }
+    }
+
+    // ---- outputs ----
+
+    fn send(&mut self, to: ConnId, message: &ServerMessage<'_>) {
+        self.send_text(to, message.to_json().into());
+    }
+
+    fn send_text(&mut self, to: ConnId, text: Utf8Bytes) {
+        self.outputs.push_back(Output::Send { to, text });
+    }
+
+    /// Closes a connection: from now on it is out of every table (PROTOCOL.md §1.11).
+    fn close(&mut self, conn: ConnId, close: Close) {
+        self.close_with(conn, close.code, close.reason.to_owned());
+    }
+
+    fn close_with(&mut self, conn: ConnId, code: u16, reason: String) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.outputs.push_back(Output::Close { conn, code, reason });
+        self.remove(conn);
+    }
+
+    fn warn(&self, conn: ConnId, reason: &str) {
+        let role = self.conns.get(&conn).map_or("?", |p| p.role().as_str());
+        let id = self.describe(conn).unwrap_or_default();
+        warn!(%conn, role, id, "{reason}");
+    }
+
+    // ---- table access ----
+
+    fn entry(&self, conn: ConnId) -> Option<&Entry> {
+        self.conns.get(&conn).and_then(Peer::entry)
+    }
+    fn entry_mut(&mut self, conn: ConnId) -> Option<&mut Entry> {
+        self.conns.get_mut(&conn).and_then(Peer::entry_mut)
+    }
+    fn subscriber(&self, conn: ConnId) -> Option<&Subscriber> {
+        self.conns.get(&conn).and_then(Peer::subscriber)
+    }
+    fn subscriber_mut(&mut self, conn: ConnId) -> Option<&mut Subscriber> {
+        self.conns.get_mut(&conn).and_then(Peer::subscriber_mut)
+    }
+    fn role(&self, conn: ConnId) -> Option<Role> {
+        self.conns.get(&conn).map(Peer::role)
+    }
+}
+

@@ -1,0 +1,209 @@
+//! Subscriptions (PROTOCOL.md §6, §7): subscribe, and every way one ends. Each ending goes
+//! through [`Router::unlink`], the one place that sends `playerDisconnected`.
+
+use protocol::close;
+use protocol::{PlayerIdValue, ServerMessage};
+
+use super::{ConnId, Entry, Role, Router, SubState};
+
+/// Why a subscribe did not take.
+pub(super) enum SubscribeError {
+    Full { id: String, max: u32 },
+}
+
+impl Router {
+    /// `subscribe {streamerId}` from a player or SFU.
+    pub(super) fn subscribe(&mut self, conn: ConnId, streamer_id: Option<String>) {
+        let Some(streamer_id) = streamer_id else {
+            self.warn(conn, "subscribe without a string streamerId");
+            self.subscribe_failed(conn, "Missing or invalid field streamerId.");
+            return;
+        };
+        let Some(&entry) = self.entry_ids.get(&streamer_id) else {
+            self.subscribe_failed(conn, &format!("Streamer {streamer_id} does not exist."));
+            return;
+        };
+        if entry == conn {
+            self.warn(conn, "an SFU may not subscribe to itself; ignored");
+            return;
+        }
+        self.end_subscription(conn);
+        if let Err(SubscribeError::Full { id, max }) = self.try_subscribe(conn, entry) {
+            self.subscribe_failed(conn, &format!("Streamer {id} is full. Max players = {max}."));
+        }
+    }
+
+    fn subscribe_failed(&mut self, conn: ConnId, message: &str) {
+        self.send(conn, &ServerMessage::SubscribeFailed { message });
+    }
+
+    /// Steps 4 and 5 of subscribe: the `max_players` check, then the subscription and its
+    /// `playerConnected`. `conn` must be idle.
+    pub(super) fn try_subscribe(&mut self, conn: ConnId, entry: ConnId) -> Result<(), SubscribeError> {
+        let is_player = self.role(conn) == Some(Role::Player);
+        let capped = self.role(entry) == Some(Role::Streamer) && self.config.max_players > 0;
+        let Some(e) = self.entry(entry) else {
+            return Ok(());
+        };
+        if is_player && capped && e.player_subscribers >= self.config.max_players as usize {
+            return Err(SubscribeError::Full {
+                id: e.id.clone(),
+                max: self.config.max_players,
+            });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let Some(sub) = self.subscriber_mut(conn) else {
+            return Ok(());
+        };
+        sub.state = SubState::Subscribed { entry, seq };
+        let player_id = sub.player_id.clone();
+        if let Some(e) = self.entry_mut(entry) {
+            e.subscribers.insert(seq, conn);
+            if is_player {
+                e.player_subscribers += 1;
+            }
+        }
+        self.send(
+            entry,
+            &ServerMessage::PlayerConnected {
+                data_channel: true,
+                sfu: !is_player,
+                player_id: &player_id,
+            },
+        );
+        Ok(())
+    }
+
+    /// Ends `conn`'s subscription, if any (unsubscribe, re-subscribe, and every path that
+    /// ends it while `conn` stays in the tables).
+    pub(super) fn end_subscription(&mut self, conn: ConnId) {
+        let is_player = self.role(conn) == Some(Role::Player);
+        let Some(sub) = self.subscriber_mut(conn) else {
+            return;
+        };
+        let SubState::Subscribed { entry, seq } = sub.state else {
+            return;
+        };
+        sub.state = SubState::Idle;
+        let player_id = sub.player_id.clone();
+        self.unlink(entry, seq, conn, &player_id, is_player);
+    }
+
+    /// Removes a subscription from its entry and, while the entry's connection is open, sends
+    /// it the one `playerDisconnected` this subscription gets.
+    pub(super) fn unlink(
+        &mut self,
+        entry: ConnId,
+        seq: u64,
+        subscriber: ConnId,
+        player_id: &str,
+        is_player: bool,
+    ) {
+        let Some(e) = self.entry_mut(entry) else {
+            return;
+        };
+        if e.subscribers.remove(&seq) != Some(subscriber) {
+            return;
+        }
+        if is_player {
+            e.player_subscribers = e.player_subscribers.saturating_sub(1);
+        }
+        self.send(entry, &ServerMessage::PlayerDisconnected { player_id });
+    }
+
+    /// The entry's own connection ended: its players are closed, its SFUs lose their upstream.
+    pub(super) fn entry_left(&mut self, entry: &Entry) {
+        for &sub in entry.subscribers.values() {
+            match self.role(sub) {
+                Some(Role::Player) => {
+                    if let Some(s) = self.subscriber_mut(sub) {
+                        s.state = SubState::Idle;
+                    }
+                    self.close(sub, close::STREAMER_DISCONNECTED);
+                }
+                Some(Role::Sfu) => self.lose_upstream(sub),
+                _ => {}
+            }
+        }
+    }
+
+    /// An SFU's upstream is gone: first each of its own subscribers ends (the SFU is told,
+    /// players are closed), then the SFU gets `streamerDisconnected` (PROTOCOL.md §7.11).
+    fn lose_upstream(&mut self, sfu: ConnId) {
+        if let Some(s) = self.subscriber_mut(sfu) {
+            s.state = SubState::Idle;
+        }
+        self.drop_downstream(sfu);
+        self.send(sfu, &ServerMessage::StreamerDisconnected);
+    }
+
+    /// Ends every subscription to the SFU `sfu` while it stays connected: it gets one
+    /// `playerDisconnected` each; players are closed 1000, SFUs lose their upstream.
+    fn drop_downstream(&mut self, sfu: ConnId) {
+        let Some(entry) = self.entry_mut(sfu) else {
+            return;
+        };
+        entry.streaming = false;
+        let subscribers: Vec<ConnId> = entry.subscribers.values().copied().collect();
+        for sub in subscribers {
+            self.end_subscription(sub);
+            match self.role(sub) {
+                Some(Role::Player) => self.close(sub, close::STREAMER_DISCONNECTED),
+                Some(Role::Sfu) => self.lose_upstream(sub),
+                _ => {}
+            }
+        }
+    }
+
+    /// `stopStreaming` from an SFU (PROTOCOL.md §7.12).
+    pub(super) fn stop_streaming(&mut self, sfu: ConnId) {
+        self.drop_downstream(sfu);
+    }
+
+    /// `disconnectPlayer` from a streamer.
+    pub(super) fn disconnect_player(&mut self, streamer: ConnId, player_id: &PlayerIdValue, reason: Option<String>) {
+        let Some(target) = self.own_subscriber(streamer, player_id) else {
+            self.warn(
+                streamer,
+                &format!(
+                    "disconnectPlayer for {}, which is not one of its subscribers; ignored",
+                    player_id.describe()
+                ),
+            );
+            return;
+        };
+        let reason = match reason.as_deref() {
+            Some(r) if !r.is_empty() => close::truncate_reason(r).to_owned(),
+            _ => close::DISCONNECTED_BY_STREAMER.reason.to_owned(),
+        };
+        self.close_with(target, close::DISCONNECTED_BY_STREAMER.code, reason);
+    }
+
+    /// The subscriber of `entry` that `player_id` names, if any (PROTOCOL.md §4).
+    pub(super) fn own_subscriber(&self, entry: ConnId, player_id: &PlayerIdValue) -> Option<ConnId> {
+        let key = player_id.match_key()?;
+        let &conn = self.player_ids.get(key.as_ref())?;
+        match self.subscriber(conn)?.state {
+            SubState::Subscribed { entry: e, .. } if e == entry => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Legacy auto-subscribe (PROTOCOL.md §8) of an idle player. True if it is now subscribed.
+    pub(super) fn auto_subscribe(&mut self, player: ConnId) -> bool {
+        let Some(&first) = self.table.first() else {
+            self.warn(player, "not subscribed and no streamer connected; closing");
+            self.close(player, close::NO_STREAMER);
+            return false;
+        };
+        self.warn(player, "not subscribed; auto-subscribing to the first streamer");
+        match self.try_subscribe(player, first) {
+            Ok(()) => true,
+            Err(SubscribeError::Full { id, max }) => {
+                self.subscribe_failed(player, &format!("Streamer {id} is full. Max players = {max}."));
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Binds every listener, spawns the router task and the accept loops, and owns shutdown:
+//! one cancellation token reaches every task; connections close with 1012 and the server waits
+//! for them within a deadline.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::connection::{ConnectionSettings, Shared};
+use crate::listener::{self, Acceptor};
+use crate::router::{Role, RouterConfig};
+use crate::router_task;
+
+/// How long shutdown waits for connections to finish their close handshakes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot bind the {role} port {addr}: {source}{hint}")]
+    Bind {
+        role: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+        hint: String,
+    },
+    #[error("peer_options cannot be serialized: {0}")]
+    PeerOptions(serde_json::Error),
+}
+
+/// A server whose listeners are bound; [`Server::run`] serves them.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    streamer: TcpListener,
+    player: TcpListener,
+    sfu: TcpListener,
+    shutdown: CancellationToken,
+}
+
+async fn bind(config: &Config, role: &'static str, port: u16, flag: &str) -> Result<TcpListener, ServerError> {
+    let addr = SocketAddr::new(config.bind_address, port);
+    let listener = TcpListener::bind(addr).await.map_err(|source| {
+        let hint = match source.kind() {
+            io::ErrorKind::PermissionDenied if port < 1024 => format!(
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE; pick another port, e.g. {flag} 8080)"
+            ),
+            io::ErrorKind::AddrInUse => format!(" (another process uses it; pick another port with {flag})"),
+            _ => String::new(),
+        };
+        ServerError::Bind { role, addr, source, hint }
+    })?;
+    if let Ok(local) = listener.local_addr() {
+        info!("{role} port listening on {local}");
+    }
+    Ok(listener)
+}
+
+impl Server {
+    /// Binds the streamer, player and SFU ports (port 0 picks an ephemeral port).
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let streamer = bind(&config, "streamer", config.streamer_port, "--streamer_port").await?;
+        let player = bind(&config, "player", config.player_port, "--player_port").await?;
+        let sfu = bind(&config, "SFU", config.sfu_port, "--sfu_port").await?;
+        Ok(Self {
+            config,
+            streamer,
+            player,
+            sfu,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn addr(listener: &TcpListener) -> SocketAddr {
+        listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn streamer_addr(&self) -> SocketAddr {
+        Self::addr(&self.streamer)
+    }
+    pub fn player_addr(&self) -> SocketAddr {
+        Self::addr(&self.player)
+    }
+    pub fn sfu_addr(&self) -> SocketAddr {
+        Self::addr(&self.sfu)
+    }
+
+    /// Cancelling this token shuts the server down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGINT or SIGTERM (or the shutdown token), then shuts down gracefully.
+    pub async fn run(self) -> Result<(), ServerError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` completes or the shutdown token is cancelled.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let peer_options = serde_json::to_string(&self.config.peer_options).map_err(ServerError::PeerOptions)?;
+        let peer_options = RawValue::from_string(peer_options).map_err(ServerError::PeerOptions)?;
+        let router_config = RouterConfig {
+            peer_options,
+            max_players: self.config.max_players,
+            player_id_style: self.config.player_id_style,
+            player_count: self.config.player_count,
+        };
+        let shutdown = self.shutdown.clone();
+        let (router, router_task) =
+            router_task::spawn(router_config, self.config.player_protocol_ping, shutdown.clone());
+        let tracker = TaskTracker::new();
+        let acceptor = Acceptor {
+            shared: Shared {
+                router,
+                settings: Arc::new(ConnectionSettings::from_config(&self.config)),
+                shutdown: shutdown.clone(),
+            },
+            tracker: tracker.clone(),
+            next_conn: Arc::new(AtomicU64::new(1)),
+        };
+        tracker.spawn(listener::serve_websocket(self.streamer, Role::Streamer, acceptor.clone()));
+        tracker.spawn(listener::serve_websocket(self.sfu, Role::Sfu, acceptor.clone()));
+        tracker.spawn(crate::http::serve(self.player, acceptor.clone()));
+        drop(acceptor);
+
+        tokio::select! {
+            () = signal => info!("shutting down: closing every connection with 1012"),
+            () = shutdown.cancelled() => info!("shutting down: closing every connection with 1012"),
+        }
+        shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+            warn!("some connections did not finish closing within {SHUTDOWN_GRACE:?}");
+        }
+        let _ = router_task.await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
