@@ -80,8 +80,13 @@ enum End {
 }
 
 /// Serves one upgraded WebSocket until it ends.
-pub async fn run<S>(ws: WebSocketStream<S>, conn: ConnId, role: Role, remote: SocketAddr, shared: Shared)
-where
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    conn: ConnId,
+    role: Role,
+    remote: SocketAddr,
+    shared: Shared,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let span = info_span!("conn", id = %conn, role = %role, remote = %remote);
@@ -102,12 +107,23 @@ where
         queue: queue_tx.clone(),
         urgent: urgent_tx,
     };
-    if !shared.router.send(Event::Opened { conn, role, outbox }).await {
+    if !shared
+        .router
+        .send(Event::Opened { conn, role, outbox })
+        .await
+    {
         return;
     }
     let writer = tokio::spawn(
-        write_loop(sink, queue_rx, urgent_rx, shared.shutdown.clone(), settings.clone(), done_tx)
-            .in_current_span(),
+        write_loop(
+            sink,
+            queue_rx,
+            urgent_rx,
+            shared.shutdown.clone(),
+            settings.clone(),
+            done_tx,
+        )
+        .in_current_span(),
     );
 
     let timeout_enabled = !settings.keepalive_timeout.is_zero();
@@ -168,9 +184,15 @@ where
                 while stream.next().await.is_some() {}
             })
             .await;
-            info!(code = close::SERVER_RESTARTING.code, "closed: server shutdown");
+            info!(
+                code = close::SERVER_RESTARTING.code,
+                "closed: server shutdown"
+            );
         }
         End::WriterDone => {
+            // Usually the router asked for this close and has forgotten the connection; if the
+            // writer failed instead, this tells it.
+            shared.router.send(Event::Closed { conn }).await;
             let _ = timeout(CLOSE_WAIT, async { while stream.next().await.is_some() {} }).await;
             info!("closed by the server");
         }
@@ -208,7 +230,12 @@ where
 async fn handle_text(conn: ConnId, text: &str, shared: &Shared) {
     match Inbound::parse(text) {
         Ok(message) => {
-            log_message(shared.settings.console_messages, ">", message.type_name(), text);
+            log_message(
+                shared.settings.console_messages,
+                ">",
+                message.type_name(),
+                text,
+            );
             shared.router.send(Event::Message { conn, message }).await;
         }
         Err(e) => warn!("bad message ignored: {e}"),

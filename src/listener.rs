@@ -67,6 +67,7 @@ pub async fn serve_websocket(listener: TcpListener, role: Role, acceptor: Accept
 async fn handshake(stream: TcpStream, remote: SocketAddr, role: Role, acceptor: Acceptor) {
     let _ = stream.set_nodelay(true);
     let config = acceptor.shared.settings.websocket_config();
+    #[allow(clippy::result_large_err)] // The error type is tungstenite's callback signature.
     let select_protocol = |request: &Request, mut response: Response| {
         if let Some(protocol) = first_subprotocol(request.headers().get("sec-websocket-protocol")) {
             response
@@ -75,7 +76,8 @@ async fn handshake(stream: TcpStream, remote: SocketAddr, role: Role, acceptor: 
         }
         Ok(response)
     };
-    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, select_protocol, Some(config));
+    let upgrade =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, select_protocol, Some(config));
     let ws = tokio::select! {
         () = acceptor.shared.shutdown.cancelled() => return,
         r = tokio::time::timeout(UPGRADE_TIMEOUT, upgrade) => match r {

@@ -48,7 +48,12 @@ pub struct Server {
     shutdown: CancellationToken,
 }
 
-async fn bind(config: &Config, role: &'static str, port: u16, flag: &str) -> Result<TcpListener, ServerError> {
+async fn bind(
+    config: &Config,
+    role: &'static str,
+    port: u16,
+    flag: &str,
+) -> Result<TcpListener, ServerError> {
     let addr = SocketAddr::new(config.bind_address, port);
     let listener = TcpListener::bind(addr).await.map_err(|source| {
         let hint = match source.kind() {
@@ -109,7 +114,8 @@ impl Server {
 
     /// Serves until `signal` completes or the shutdown token is cancelled.
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let peer_options = serde_json::to_string(&self.config.peer_options).map_err(ServerError::PeerOptions)?;
+        let peer_options =
+            serde_json::to_string(&self.config.peer_options).map_err(ServerError::PeerOptions)?;
         let peer_options = RawValue::from_string(peer_options).map_err(ServerError::PeerOptions)?;
         let router_config = RouterConfig {
             peer_options,
@@ -118,8 +124,11 @@ impl Server {
             player_count: self.config.player_count,
         };
         let shutdown = self.shutdown.clone();
-        let (router, router_task) =
-            router_task::spawn(router_config, self.config.player_protocol_ping, shutdown.clone());
+        let (router, router_task) = router_task::spawn(
+            router_config,
+            self.config.player_protocol_ping,
+            shutdown.clone(),
+        );
         let tracker = TaskTracker::new();
         let acceptor = Acceptor {
             shared: Shared {
@@ -130,8 +139,16 @@ impl Server {
             tracker: tracker.clone(),
             next_conn: Arc::new(AtomicU64::new(1)),
         };
-        tracker.spawn(listener::serve_websocket(self.streamer, Role::Streamer, acceptor.clone()));
-        tracker.spawn(listener::serve_websocket(self.sfu, Role::Sfu, acceptor.clone()));
+        tracker.spawn(listener::serve_websocket(
+            self.streamer,
+            Role::Streamer,
+            acceptor.clone(),
+        ));
+        tracker.spawn(listener::serve_websocket(
+            self.sfu,
+            Role::Sfu,
+            acceptor.clone(),
+        ));
         tracker.spawn(crate::http::serve(self.player, acceptor.clone()));
         drop(acceptor);
 
@@ -141,7 +158,10 @@ impl Server {
         }
         shutdown.cancel();
         tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("some connections did not finish closing within {SHUTDOWN_GRACE:?}");
         }
         let _ = router_task.await;

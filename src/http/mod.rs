@@ -48,8 +48,16 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 
 fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
     let headers = request.headers();
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13\n").into_response();
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Version must be 13\n",
+        )
+            .into_response();
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
@@ -74,7 +82,9 @@ fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
                 }
             },
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config)).await;
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config))
+                .await;
         let conn = acceptor.next_conn_id();
         connection::run(ws, conn, Role::Player, remote, acceptor.shared).await;
     });

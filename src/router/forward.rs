@@ -19,16 +19,20 @@ impl Router {
         use ForwardKind::*;
         match (role, kind) {
             (Role::Streamer, Offer | Answer | IceCandidate) => {
-                self.to_own_subscriber(from, kind, &player_id, relay, false)
+                self.forward_to_own_subscriber(from, kind, &player_id, relay, false)
             }
-            (Role::Streamer, LayerPreference) => self.to_sfu_subscribers(from, relay),
+            (Role::Streamer, LayerPreference) => self.forward_to_sfu_subscribers(from, relay),
             (
                 Role::Player,
-                Offer | Answer | IceCandidate | DataChannelRequest | PeerDataChannelsReady
+                Offer
+                | Answer
+                | IceCandidate
+                | DataChannelRequest
+                | PeerDataChannelsReady
                 | LayerPreference,
             ) => self.player_to_entry(from, relay),
             (Role::Sfu, Offer | PeerDataChannels) => {
-                self.to_own_subscriber(from, kind, &player_id, relay, true)
+                self.forward_to_own_subscriber(from, kind, &player_id, relay, true)
             }
             (Role::Sfu, Answer | StreamerDataChannels) => {
                 self.sfu_to_upstream(from, kind, &player_id, relay)
@@ -42,7 +46,7 @@ impl Router {
 
     /// F1 (streamer) and F3 (SFU, `playerId` removed): to the sender's subscriber that
     /// `playerId` names.
-    fn to_own_subscriber(
+    fn forward_to_own_subscriber(
         &mut self,
         from: ConnId,
         kind: ForwardKind,
@@ -51,7 +55,10 @@ impl Router {
         strip_player_id: bool,
     ) {
         if *player_id == PlayerIdValue::Absent {
-            self.warn(from, &format!("{} without playerId; dropped", kind.as_str()));
+            self.warn(
+                from,
+                &format!("{} without playerId; dropped", kind.as_str()),
+            );
             return;
         }
         let Some(target) = self.own_subscriber(from, player_id) else {
@@ -72,7 +79,7 @@ impl Router {
     }
 
     /// F6: a streamer's layerPreference goes to every SFU subscribed to it.
-    fn to_sfu_subscribers(&mut self, from: ConnId, relay: Relay) {
+    fn forward_to_sfu_subscribers(&mut self, from: ConnId, relay: Relay) {
         let Some(entry) = self.entry(from) else {
             return;
         };

@@ -29,7 +29,10 @@ impl Router {
         }
         self.end_subscription(conn);
         if let Err(SubscribeError::Full { id, max }) = self.try_subscribe(conn, entry) {
-            self.subscribe_failed(conn, &format!("Streamer {id} is full. Max players = {max}."));
+            self.subscribe_failed(
+                conn,
+                &format!("Streamer {id} is full. Max players = {max}."),
+            );
         }
     }
 
@@ -39,7 +42,11 @@ impl Router {
 
     /// Steps 4 and 5 of subscribe: the `max_players` check, then the subscription and its
     /// `playerConnected`. `conn` must be idle.
-    pub(super) fn try_subscribe(&mut self, conn: ConnId, entry: ConnId) -> Result<(), SubscribeError> {
+    pub(super) fn try_subscribe(
+        &mut self,
+        conn: ConnId,
+        entry: ConnId,
+    ) -> Result<(), SubscribeError> {
         let is_player = self.role(conn) == Some(Role::Player);
         let capped = self.role(entry) == Some(Role::Streamer) && self.config.max_players > 0;
         let Some(e) = self.entry(entry) else {
@@ -162,7 +169,12 @@ impl Router {
     }
 
     /// `disconnectPlayer` from a streamer.
-    pub(super) fn disconnect_player(&mut self, streamer: ConnId, player_id: &PlayerIdValue, reason: Option<String>) {
+    pub(super) fn disconnect_player(
+        &mut self,
+        streamer: ConnId,
+        player_id: &PlayerIdValue,
+        reason: Option<String>,
+    ) {
         let Some(target) = self.own_subscriber(streamer, player_id) else {
             self.warn(
                 streamer,
@@ -181,7 +193,11 @@ impl Router {
     }
 
     /// The subscriber of `entry` that `player_id` names, if any (PROTOCOL.md §4).
-    pub(super) fn own_subscriber(&self, entry: ConnId, player_id: &PlayerIdValue) -> Option<ConnId> {
+    pub(super) fn own_subscriber(
+        &self,
+        entry: ConnId,
+        player_id: &PlayerIdValue,
+    ) -> Option<ConnId> {
         let key = player_id.match_key()?;
         let &conn = self.player_ids.get(key.as_ref())?;
         match self.subscriber(conn)?.state {
@@ -197,11 +213,17 @@ impl Router {
             self.close(player, close::NO_STREAMER);
             return false;
         };
-        self.warn(player, "not subscribed; auto-subscribing to the first streamer");
+        self.warn(
+            player,
+            "not subscribed; auto-subscribing to the first streamer",
+        );
         match self.try_subscribe(player, first) {
             Ok(()) => true,
             Err(SubscribeError::Full { id, max }) => {
-                self.subscribe_failed(player, &format!("Streamer {id} is full. Max players = {max}."));
+                self.subscribe_failed(
+                    player,
+                    &format!("Streamer {id} is full. Max players = {max}."),
+                );
                 false
             }
         }
