@@ -262,9 +262,7 @@ impl Router {
         match (message, role) {
             (Inbound::EndpointId { id }, Streamer | Sfu) => self.endpoint_id(conn, id),
             (Inbound::ListStreamers, Player | Sfu) => self.list_streamers(conn),
-            (Inbound::Subscribe { streamer_id }, Player | Sfu) => {
-                self.subscribe(conn, streamer_id)
-            }
+            (Inbound::Subscribe { streamer_id }, Player | Sfu) => self.subscribe(conn, streamer_id),
             (Inbound::Unsubscribe, Player | Sfu) => self.end_subscription(conn),
             (
                 Inbound::Forward {
@@ -295,10 +293,7 @@ impl Router {
             }
             (message, role) => self.warn(
                 conn,
-                &format!(
-                    "a {role} may not send {:?}; ignored",
-                    message.type_name()
-                ),
+                &format!("a {role} may not send {:?}; ignored", message.type_name()),
             ),
         }
     }
@@ -396,4 +391,3 @@ impl Router {
         self.conns.get(&conn).map(Peer::role)
     }
 }
-
