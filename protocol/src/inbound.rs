@@ -228,7 +228,7 @@ impl Inbound {
                 time: field(&members, "time")
                     .map(|t| t.get())
                     .filter(|t| *t != "null")
-                    .map(str::to_owned),
+                    .map(crate::relay::compact),
             },
             "pong" => Self::Pong,
             "stats" => Self::Stats,

@@ -159,6 +159,13 @@ fn push_compact(out: &mut String, raw: &str) {
     }
 }
 
+/// `raw` (valid JSON) without the white space outside strings.
+pub(crate) fn compact(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    push_compact(&mut out, raw);
+    out
+}
+
 /// Appends `key` as a JSON string token.
 fn push_key(out: &mut String, key: &str) {
     if key

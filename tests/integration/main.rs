@@ -1,0 +1,20 @@
+//! Integration tests: the real server on ephemeral loopback ports, driven by WebSocket clients.
+//! One binary, one module per flow (PROTOCOL.md section in each module's doc line).
+
+mod support;
+
+mod auto_subscribe;
+mod bad_input;
+mod disconnect_player;
+mod epic_client;
+mod legacy;
+mod liveness;
+mod max_players;
+mod ping;
+mod player_leaving;
+mod routing;
+mod sfu;
+mod shutdown;
+mod streamer_ids;
+mod streamer_leaving;
+mod transport;
