@@ -299,9 +299,19 @@ async fn write_loop<S>(
                     match written {
                         Ok(Ok(None)) => Step::Continue,
                         Ok(Ok(Some((code, reason)))) => Step::Close(code, reason),
-                        Ok(Err(e)) => { debug!("write failed: {e}"); Step::Stop }
-                        // Interrupted mid-write: the stream may hold half a frame, so no close frame.
-                        Err(_) => Step::Stop,
+                        Ok(Err(e)) => {
+                            debug!("write failed: {e}");
+                            Step::Stop
+                        }
+                        // Interrupted mid-write. tungstenite keeps whole frames in its own
+                        // buffer, so a close frame can still follow; a peer that reads nothing
+                        // never gets it and is dropped after CLOSE_WAIT.
+                        Err(None) => Step::Close(
+                            close::SERVER_RESTARTING.code,
+                            close::SERVER_RESTARTING.reason.to_owned(),
+                        ),
+                        Err(Some(Outgoing::Close(code, reason))) => Step::Close(code, reason),
+                        Err(Some(Outgoing::Drop | Outgoing::Text(_))) => Step::Stop,
                     }
                 }
                 Some(Outgoing::Close(code, reason)) => Step::Close(code, reason),
