@@ -326,6 +326,7 @@ async fn write_loop<S>(
             Step::Continue => {}
             Step::Stop => break,
             Step::Close(code, reason) => {
+                info!(code, reason = %reason, "closing");
                 let frame = CloseFrame {
                     code: CloseCode::from(code),
                     reason: close::truncate_reason(&reason).to_owned().into(),

@@ -1,0 +1,131 @@
+//! The `signalling` binary itself: start-up logs every bound address, SIGTERM closes every
+//! connection with 1012 and exits 0, and a bad configuration stops start-up naming the key.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::time::timeout;
+
+use crate::support::{CONFIG, TIMEOUT, TestPeer};
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signalling"));
+    command.env_remove("RUST_LOG").kill_on_drop(true);
+    command
+}
+
+/// The address from a line like "… player port listening on 127.0.0.1:41234".
+fn listening_addr(line: &str, role: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once(&format!("{role} port listening on "))?;
+    rest.trim().parse().ok()
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_connection_1012_and_exits_0() {
+    let mut child = binary()
+        .args(["--bind_address", "127.0.0.1", "--streamer_port", "0"])
+        .args([
+            "--player_port",
+            "0",
+            "--sfu_port",
+            "0",
+            "--player_count",
+            "false",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the signalling binary");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let (mut streamer, mut player, mut sfu) = (None, None, None);
+    while streamer.is_none() || player.is_none() || sfu.is_none() {
+        let line = timeout(TIMEOUT, lines.next_line())
+            .await
+            .expect("start-up lines within the timeout")
+            .expect("read stderr")
+            .expect("the server printed every listening address before its stderr ended");
+        streamer = streamer.or(listening_addr(&line, "streamer"));
+        player = player.or(listening_addr(&line, "player"));
+        sfu = sfu.or(listening_addr(&line, "SFU"));
+    }
+    let (streamer, player) = (streamer.expect("streamer"), player.expect("player"));
+
+    let mut st = TestPeer::connect(streamer, "streamer").await;
+    st.expect_text(CONFIG).await;
+    st.expect_type("identify").await;
+    let mut p = TestPeer::connect(player, "player").await;
+    p.expect_text(CONFIG).await;
+    p.sync().await;
+    st.sync().await;
+
+    let pid = child.id().expect("child pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+
+    assert_eq!(
+        st.expect_close().await,
+        (1012, "server restarting".to_owned())
+    );
+    assert_eq!(
+        p.expect_close().await,
+        (1012, "server restarting".to_owned())
+    );
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let exit = timeout(TIMEOUT, child.wait())
+        .await
+        .expect("the server exits within the timeout")
+        .expect("wait for the child");
+    assert!(exit.success(), "exit status {exit:?}");
+    drain.abort();
+}
+
+#[tokio::test]
+async fn bad_configuration_stops_start_up_naming_the_key() {
+    let output = binary()
+        .args(["--max_players", "many"])
+        .output()
+        .await
+        .expect("run the signalling binary");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("max_players"), "stderr: {stderr}");
+
+    let dir = std::env::temp_dir().join(format!("signalling-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "streamer_port = 0\nno_such_key = 1\n").expect("write config");
+    let output = binary()
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .await
+        .expect("run the signalling binary");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no_such_key"), "stderr: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_named_and_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let output = binary()
+        .args(["--bind_address", "127.0.0.1", "--streamer_port", &port])
+        .args(["--player_port", "0", "--sfu_port", "0"])
+        .output()
+        .await
+        .expect("run the signalling binary");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("streamer port") && stderr.contains(&port),
+        "stderr: {stderr}"
+    );
+}
