@@ -22,8 +22,11 @@ fn listening_addr(line: &str, role: &str) -> Option<SocketAddr> {
     rest.trim().parse().ok()
 }
 
-#[tokio::test]
-async fn sigterm_closes_every_connection_1012_and_exits_0() {
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+/// Starts the binary on loopback ephemeral ports; returns it, its stderr lines, and the
+/// streamer and player addresses it logged.
+async fn start(extra: &[&str]) -> (tokio::process::Child, Lines, SocketAddr, SocketAddr) {
     let mut child = binary()
         .args(["--bind_address", "127.0.0.1", "--streamer_port", "0"])
         .args([
@@ -34,6 +37,7 @@ async fn sigterm_closes_every_connection_1012_and_exits_0() {
             "--player_count",
             "false",
         ])
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the signalling binary");
@@ -41,17 +45,62 @@ async fn sigterm_closes_every_connection_1012_and_exits_0() {
     let mut lines = BufReader::new(stderr).lines();
     let (mut streamer, mut player, mut sfu) = (None, None, None);
     while streamer.is_none() || player.is_none() || sfu.is_none() {
-        let line = timeout(TIMEOUT, lines.next_line())
-            .await
-            .expect("start-up lines within the timeout")
-            .expect("read stderr")
-            .expect("the server printed every listening address before its stderr ended");
+        let line = next_line(&mut lines).await;
         streamer = streamer.or(listening_addr(&line, "streamer"));
         player = player.or(listening_addr(&line, "player"));
         sfu = sfu.or(listening_addr(&line, "SFU"));
     }
-    let (streamer, player) = (streamer.expect("streamer"), player.expect("player"));
+    (
+        child,
+        lines,
+        streamer.expect("streamer"),
+        player.expect("player"),
+    )
+}
 
+async fn next_line(lines: &mut Lines) -> String {
+    timeout(TIMEOUT, lines.next_line())
+        .await
+        .expect("a log line within the timeout")
+        .expect("read stderr")
+        .expect("stderr ended early")
+}
+
+#[tokio::test]
+async fn bad_input_warning_names_the_connection_role_and_reason() {
+    let (_child, mut lines, _streamer, player) = start(&[]).await;
+    let mut p = TestPeer::connect(player, "player").await;
+    p.expect_text(CONFIG).await;
+    p.send_json("this is not json").await;
+    p.sync().await;
+    let opened = loop {
+        let line = next_line(&mut lines).await;
+        if line.contains("opened") && line.contains("role=player") {
+            break line;
+        }
+    };
+    let conn = opened
+        .split("conn{id=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the opened line carries the connection id")
+        .to_owned();
+    let warning = loop {
+        let line = next_line(&mut lines).await;
+        if line.contains("WARN") {
+            break line;
+        }
+    };
+    assert!(
+        warning.contains(&format!("conn{{id={conn} role=player"))
+            && warning.contains("bad message ignored: not JSON"),
+        "warning line: {warning}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_connection_1012_and_exits_0() {
+    let (mut child, mut lines, streamer, player) = start(&[]).await;
     let mut st = TestPeer::connect(streamer, "streamer").await;
     st.expect_text(CONFIG).await;
     st.expect_type("identify").await;
