@@ -5,6 +5,7 @@ mod support;
 
 mod auto_subscribe;
 mod bad_input;
+mod bench;
 mod binary;
 mod disconnect_player;
 mod epic_client;

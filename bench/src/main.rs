@@ -1,0 +1,122 @@
+//! `signalling-bench`: a load generator for Pixel Streaming signalling servers.
+//!
+//! It plays streamers and players over real sockets, checks every message it expects, and
+//! prints a human summary on stderr and one JSON line on stdout. It only connects to loopback
+//! addresses. Exit status: 0 clean run, 1 loss / unexpected message / failure, 2 usage error.
+
+mod connect;
+mod subscribe;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Streamer-port URL of the server under test (loopback only).
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8888")]
+    streamer: String,
+    /// Player-port URL of the server under test (loopback only).
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:80")]
+    player: String,
+    /// PID of the server, for its CPU time and memory from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Generator worker threads (1 = a single-threaded runtime).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Open N idle player connections, each until `config` arrives.
+    Connect(connect::Args),
+    /// S streamers, P players each: full offer/answer/ICE negotiation, then all players leave.
+    Subscribe(subscribe::Args),
+}
+
+/// What a scenario hands back for the JSON line.
+pub(crate) struct Report {
+    pub(crate) scenario: &'static str,
+    pub(crate) params: Value,
+    pub(crate) results: Value,
+    pub(crate) lost: u64,
+    pub(crate) unexpected: u64,
+    pub(crate) failed: u64,
+    pub(crate) server_cpu_s: Option<f64>,
+    pub(crate) generator_cpu_s: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    for url in [&cli.streamer, &cli.player] {
+        if let Err(e) = util::check_loopback(url) {
+            eprintln!("signalling-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
+    if cli.threads == 0 {
+        eprintln!("signalling-bench: --threads must be at least 1");
+        return ExitCode::from(2);
+    }
+    match run(&cli) {
+        Ok(report) => {
+            let line = json!({
+                "scenario": report.scenario,
+                "params": report.params,
+                "results": report.results,
+                "lost": report.lost,
+                "unexpected": report.unexpected,
+                "failed": report.failed,
+                "server_cpu_s": report.server_cpu_s,
+                "generator_cpu_s": report.generator_cpu_s,
+            });
+            println!("{line}");
+            eprintln!(
+                "lost {}  unexpected {}  failed {}  server CPU {}  generator CPU {:.3} s",
+                report.lost,
+                report.unexpected,
+                report.failed,
+                report
+                    .server_cpu_s
+                    .map_or_else(|| "n/a".to_owned(), |s| format!("{s:.3} s")),
+                report.generator_cpu_s
+            );
+            if report.lost + report.unexpected + report.failed > 0 {
+                eprintln!("signalling-bench: FAILED (losses, unexpected messages or failures)");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("signalling-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<Report> {
+    let runtime = if cli.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        match &cli.scenario {
+            Scenario::Connect(args) => connect::run(cli, args).await,
+            Scenario::Subscribe(args) => subscribe::run(cli, args).await,
+        }
+    })
+}
