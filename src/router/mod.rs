@@ -82,17 +82,14 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
-            peer_options: RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| empty_raw()),
+            // An empty map always serializes, to `{}`.
+            peer_options: serde_json::value::to_raw_value(&serde_json::Map::new())
+                .unwrap_or_default(),
             max_players: 0,
             player_id_style: PlayerIdStyle::Wilbur,
             player_count: true,
         }
     }
-}
-
-fn empty_raw() -> Box<RawValue> {
-    // "{}" is valid JSON; this branch is never taken.
-    serde_json::value::to_raw_value(&serde_json::Map::new()).unwrap_or_default()
 }
 
 /// A row of the streamer table: a streamer-port or SFU-port connection.
