@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::util::{self, CpuMark, RECV_TIMEOUT, Ws};
+use crate::util::{self, CpuMark, Ws};
 use crate::{Cli, Report};
 
 #[derive(clap::Args, Debug)]
@@ -34,7 +34,7 @@ async fn open_one(url: String) -> Outcome {
         Ok(ws) => ws,
         Err(e) => return Outcome::Failed(format!("{e:#}")),
     };
-    match util::recv_json(&mut ws, RECV_TIMEOUT).await {
+    match util::recv_json(&mut ws, util::recv_timeout()).await {
         Ok(v) if util::kind(&v) == "config" => Outcome::Ok(Box::new(ws), start.elapsed()),
         Ok(v) => Outcome::Unexpected(format!("expected config, got {v}")),
         Err(e) => Outcome::Failed(format!("waiting for config: {e:#}")),

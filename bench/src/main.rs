@@ -4,7 +4,10 @@
 //! prints a human summary on stderr and one JSON line on stdout. It only connects to loopback
 //! addresses. Exit status: 0 clean run, 1 loss / unexpected message / failure, 2 usage error.
 
+mod churn;
 mod connect;
+mod peers;
+mod relay;
 mod subscribe;
 mod util;
 
@@ -29,6 +32,9 @@ struct Cli {
     /// Generator worker threads (1 = a single-threaded runtime).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
+    /// Seconds any expected message may take before it counts as lost.
+    #[arg(long, global = true, default_value_t = 10.0, value_parser = util::positive_seconds)]
+    timeout: f64,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -39,6 +45,10 @@ enum Scenario {
     Connect(connect::Args),
     /// S streamers, P players each: full offer/answer/ICE negotiation, then all players leave.
     Subscribe(subscribe::Args),
+    /// One streamer, P players: iceCandidate-sized messages both ways, flat out or at a rate.
+    Relay(relay::Args),
+    /// Players join, get the offer and leave, in a loop with bounded concurrency.
+    Churn(churn::Args),
 }
 
 /// What a scenario hands back for the JSON line.
@@ -65,6 +75,7 @@ fn main() -> ExitCode {
         eprintln!("signalling-bench: --threads must be at least 1");
         return ExitCode::from(2);
     }
+    util::set_recv_timeout(std::time::Duration::from_secs_f64(cli.timeout));
     match run(&cli) {
         Ok(report) => {
             let line = json!({
@@ -117,6 +128,8 @@ fn run(cli: &Cli) -> Result<Report> {
         match &cli.scenario {
             Scenario::Connect(args) => connect::run(cli, args).await,
             Scenario::Subscribe(args) => subscribe::run(cli, args).await,
+            Scenario::Relay(args) => relay::run(cli, args).await,
+            Scenario::Churn(args) => churn::run(cli, args).await,
         }
     })
 }

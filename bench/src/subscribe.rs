@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::timeout;
 
-use crate::util::{self, CpuMark, RECV_TIMEOUT, Ws, kind};
+use crate::peers::{Counts, UntilStopped, candidate, identify, next_skipping_count, sdp, token_of};
+use crate::util::{self, CpuMark, Ws, kind};
 use crate::{Cli, Report};
 
 #[derive(clap::Args, Debug)]
@@ -49,79 +50,6 @@ enum Event {
 }
 
 #[derive(Default)]
-struct Counts {
-    lost: u64,
-    unexpected: u64,
-    failed: u64,
-}
-
-impl Counts {
-    fn add(&mut self, other: &Self) {
-        self.lost += other.lost;
-        self.unexpected += other.unexpected;
-        self.failed += other.failed;
-    }
-}
-
-/// An SDP of exactly `bytes` bytes (when `bytes` is large enough) carrying `token` if given.
-fn sdp(bytes: usize, token: Option<usize>) -> String {
-    let mut s = String::from("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\n");
-    if let Some(t) = token {
-        s.push_str(&format!("a=bench-token:{t}\r\n"));
-    }
-    s.push_str("a=x:");
-    while s.len() + 2 < bytes {
-        s.push('x');
-    }
-    s.push_str("\r\n");
-    s
-}
-
-fn token_of(sdp: &str) -> Option<usize> {
-    let rest = sdp.split("a=bench-token:").nth(1)?;
-    rest.split("\r\n").next()?.parse().ok()
-}
-
-fn candidate(k: usize, player_id: Option<&str>) -> Value {
-    let mut v = json!({
-        "type": "iceCandidate",
-        "candidate": {
-            "candidate": format!("candidate:{k} 1 udp 2122260223 192.0.2.1 {} typ host generation 0", 50000 + k),
-            "sdpMid": "0",
-            "sdpMLineIndex": 0,
-        },
-    });
-    if let Some(id) = player_id {
-        v["playerId"] = json!(id);
-    }
-    v
-}
-
-/// Connects a streamer and identifies it as `id`; fails unless the server confirms exactly `id`.
-async fn identify(url: &str, id: &str) -> Result<Ws> {
-    let mut ws = util::connect(url).await?;
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        let v = util::recv_json(&mut ws, RECV_TIMEOUT).await?;
-        seen.push(kind(&v).to_owned());
-    }
-    seen.sort();
-    if seen != ["config", "identify"] {
-        bail!("streamer {id}: expected config and identify, got {seen:?}");
-    }
-    util::send_json(
-        &mut ws,
-        &json!({"type": "endpointId", "id": id, "protocolVersion": "1.1.0"}),
-    )
-    .await?;
-    let v = util::recv_json(&mut ws, RECV_TIMEOUT).await?;
-    if kind(&v) != "endpointIdConfirm" || v["committedId"] != id {
-        bail!("streamer {id}: expected endpointIdConfirm for {id}, got {v}");
-    }
-    Ok(ws)
-}
-
-#[derive(Default)]
 struct PlayerState {
     answered: bool,
     token: Option<usize>,
@@ -133,7 +61,7 @@ async fn streamer_loop(
     mut ws: Ws,
     args: Arc<Args>,
     events: mpsc::UnboundedSender<Event>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Counts {
     let mut counts = Counts::default();
     let mut players: HashMap<String, PlayerState> = HashMap::new();
@@ -142,11 +70,8 @@ async fn streamer_loop(
         counts.unexpected += 1;
         eprintln!("streamer: unexpected {why}");
     };
-    loop {
-        let v = tokio::select! {
-            v = util::recv_json(&mut ws, Duration::from_secs(3600)) => v,
-            _ = stop.changed() => break,
-        };
+    let mut messages = UntilStopped::new(stop);
+    while let Some(v) = messages.next(&mut ws).await {
         let v = match v {
             Ok(v) => v,
             Err(e) => {
@@ -257,15 +182,6 @@ async fn player(url: String, streamer_id: String, token: usize, args: Arc<Args>)
     out
 }
 
-/// Receives the next message, skipping one `playerCount` (an optional server setting).
-async fn next_skipping_count(ws: &mut Ws) -> Result<Value> {
-    let v = util::recv_json(ws, RECV_TIMEOUT).await?;
-    if kind(&v) == "playerCount" {
-        return util::recv_json(ws, RECV_TIMEOUT).await;
-    }
-    Ok(v)
-}
-
 async fn negotiate(
     ws: &mut Ws,
     streamer_id: &str,
@@ -273,7 +189,9 @@ async fn negotiate(
     args: &Args,
     out: &mut PlayerOutcome,
 ) -> Result<()> {
-    let v = util::recv_json(ws, RECV_TIMEOUT).await.context("config")?;
+    let v = util::recv_json(ws, util::recv_timeout())
+        .await
+        .context("config")?;
     if kind(&v) != "config" {
         out.counts.unexpected += 1;
         bail!("expected config, got {v}");
@@ -289,7 +207,9 @@ async fn negotiate(
     }
     util::send_json(ws, &json!({"type": "subscribe", "streamerId": streamer_id})).await?;
     out.subscribed_at = Some(Instant::now());
-    let v = util::recv_json(ws, RECV_TIMEOUT).await.context("offer")?;
+    let v = util::recv_json(ws, util::recv_timeout())
+        .await
+        .context("offer")?;
     let offer_len = v["sdp"].as_str().map_or(0, str::len);
     if kind(&v) != "offer" || offer_len != args.sdp_bytes {
         out.counts.unexpected += 1;
@@ -305,7 +225,7 @@ async fn negotiate(
         util::send_json(ws, &candidate(k, None)).await?;
     }
     for k in 0..args.candidates {
-        let v = util::recv_json(ws, RECV_TIMEOUT)
+        let v = util::recv_json(ws, util::recv_timeout())
             .await
             .with_context(|| format!("candidate {k}"))?;
         if kind(&v) != "iceCandidate" {
@@ -363,7 +283,7 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Report> {
     let mut done_at = HashMap::new();
     let mut disconnects = 0;
     while done_at.len() < subscribed_at.len() {
-        match timeout(RECV_TIMEOUT, events.recv()).await {
+        match timeout(util::recv_timeout(), events.recv()).await {
             Ok(Some(Event::Done { token, at })) => {
                 if done_at.insert(token, at).is_some() {
                     counts.unexpected += 1;
@@ -388,14 +308,12 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Report> {
     join_all(held.iter_mut().map(|ws| ws.close(None))).await;
     drop(held);
     while disconnects < players_open {
-        match timeout(RECV_TIMEOUT, events.recv()).await {
+        match timeout(util::recv_timeout(), events.recv()).await {
             Ok(Some(Event::Disconnected)) => disconnects += 1,
             Ok(Some(Event::Done { .. })) => counts.unexpected += 1,
             Ok(None) | Err(_) => break,
         }
     }
-    // A short grace period so duplicate playerDisconnected messages are seen and counted.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stop_tx.send(true);
     for s in join_all(streamers).await {
         counts.add(&s.context("streamer task")?);

@@ -1,6 +1,7 @@
 //! Shared helpers: loopback URL check, `/proc` readings, latency percentiles, WebSocket IO.
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -13,8 +14,18 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// How long any single expected message may take before it counts as lost.
-pub(crate) const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any single expected message may take before it counts as lost (`--timeout`).
+static RECV_TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// Sets the wait of [`recv_timeout`]; the first call wins.
+pub(crate) fn set_recv_timeout(wait: Duration) {
+    let _ = RECV_TIMEOUT.set(wait);
+}
+
+/// How long any single expected message may take before it counts as lost (default 10 s).
+pub(crate) fn recv_timeout() -> Duration {
+    *RECV_TIMEOUT.get_or_init(|| Duration::from_secs(10))
+}
 
 /// Linux reports `/proc/PID/stat` times in clock ticks; `sysconf(_SC_CLK_TCK)` is 100 on every
 /// mainstream Linux build (USER_HZ), and this crate forbids the unsafe FFI call that would ask.
@@ -44,6 +55,16 @@ pub(crate) fn check_loopback(url: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Parses a duration in seconds that is finite and above zero (a clap value parser).
+pub(crate) fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds above 0 and at most 86400"
+        )),
+    }
 }
 
 /// Resident set size of `pid` in KiB (`VmRSS` in `/proc/PID/status`).
@@ -121,7 +142,7 @@ pub(crate) fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
 /// Opens a WebSocket with Nagle disabled.
 pub(crate) async fn connect(url: &str) -> Result<Ws> {
     let (ws, _) = timeout(
-        RECV_TIMEOUT,
+        recv_timeout(),
         tokio_tungstenite::connect_async_with_config(url, None, true),
     )
     .await

@@ -1,11 +1,17 @@
 //! The `signalling-bench` load generator (issue 4) run briefly against the real server: every
-//! scenario must finish with nothing lost, and non-loopback URLs must be refused.
+//! scenario must finish with nothing lost, and non-loopback URLs must be refused. Run through a
+//! proxy that drops messages, it must report the loss and exit 1.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use tokio::process::Command;
 
+use signalling::config::Config;
+
+use crate::support::fault_proxy::FaultProxy;
 use crate::support::{TestServer, config};
 
 /// Runs `signalling-bench ARGS` through cargo (it is another workspace package); returns the
@@ -25,16 +31,34 @@ async fn bench(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-fn urls(server: &TestServer) -> [String; 6] {
-    let url = |a: SocketAddr| format!("ws://{a}");
-    [
-        "--streamer".into(),
-        url(server.streamer),
-        "--player".into(),
-        url(server.player),
-        "--server-pid".into(),
-        std::process::id().to_string(),
-    ]
+/// The bench's arguments: the two ports, this process as the server, then the scenario's.
+fn args(streamer: SocketAddr, player: SocketAddr, scenario: &[&str]) -> Vec<String> {
+    let pid = std::process::id().to_string();
+    let streamer = format!("ws://{streamer}");
+    let player = format!("ws://{player}");
+    let mut args = vec![
+        "--streamer",
+        &streamer,
+        "--player",
+        &player,
+        "--server-pid",
+        &pid,
+    ];
+    args.extend(scenario);
+    args.into_iter().map(str::to_owned).collect()
+}
+
+async fn bench_against(server: &TestServer, scenario: &[&str]) -> (Option<i32>, String) {
+    bench(&args_refs(&args(server.streamer, server.player, scenario))).await
+}
+
+/// The JSON line of a run that must have failed with losses.
+fn lossy_report(code: Option<i32>, stdout: &str, scenario: &str) -> Value {
+    assert_eq!(code, Some(1), "bench exit status; stdout: {stdout}");
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON line on stdout");
+    assert_eq!(report["scenario"], scenario);
+    assert!(report["lost"].as_u64().is_some_and(|n| n > 0), "{report}");
+    report
 }
 
 /// The JSON line, checked for a clean run.
@@ -53,10 +77,8 @@ fn clean_report(code: Option<i32>, stdout: &str, scenario: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_scenario_opens_every_connection() {
     let server = TestServer::start(config()).await;
-    let mut args: Vec<String> = urls(&server).into();
-    args.extend(["connect", "-n", "50", "--concurrency", "10"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, stdout) = bench(&args).await;
+    let (code, stdout) =
+        bench_against(&server, &["connect", "-n", "50", "--concurrency", "10"]).await;
     let report = clean_report(code, &stdout, "connect");
     assert_eq!(report["results"]["connections"], 50);
     assert!(report["results"]["rss_kib"]["held"].is_u64(), "{report}");
@@ -65,13 +87,115 @@ async fn connect_scenario_opens_every_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_scenario_negotiates_and_sees_every_disconnect() {
     let server = TestServer::start(config()).await;
-    let mut args: Vec<String> = urls(&server).into();
-    args.extend(["subscribe", "-s", "2", "-p", "5"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, stdout) = bench(&args).await;
+    let (code, stdout) = bench_against(&server, &["subscribe", "-s", "2", "-p", "5"]).await;
     let report = clean_report(code, &stdout, "subscribe");
     assert_eq!(report["results"]["negotiations"], 10);
     assert_eq!(report["results"]["player_disconnected"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_scenario_carries_every_message_both_ways() {
+    let server = TestServer::start(config()).await;
+    for mode in [["--rate", "2000"], ["--window", "16"]] {
+        let mut scenario = vec!["relay", "-p", "3", "--duration", "0.3"];
+        scenario.extend(mode);
+        let (code, stdout) = bench_against(&server, &scenario).await;
+        let report = clean_report(code, &stdout, "relay");
+        for dir in ["up", "down"] {
+            let sent = report["results"][dir]["sent"].as_u64().expect("sent");
+            assert!(sent > 0, "{mode:?} {dir}: {report}");
+            assert_eq!(report["results"][dir]["received"], sent, "{mode:?} {dir}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_scenario_pairs_every_connect_with_one_disconnect() {
+    let server = TestServer::start(Config {
+        player_count: true,
+        ..config()
+    })
+    .await;
+    let scenario = ["churn", "--duration", "0.3", "--concurrency", "4"];
+    let (code, stdout) = bench_against(&server, &scenario).await;
+    let report = clean_report(code, &stdout, "churn");
+    let cycles = report["results"]["cycles"].as_u64().expect("cycles");
+    assert!(cycles > 0, "{report}");
+    assert_eq!(report["results"]["player_connected"], cycles);
+    assert_eq!(report["results"]["player_disconnected"], cycles);
+}
+
+/// A proxy in front of the streamer port that drops the `n`th message of a type (1-based).
+async fn dropping_nth(server: &TestServer, type_name: &'static str, n: u64) -> FaultProxy {
+    let seen = AtomicU64::new(0);
+    let needle = format!(r#""type":"{type_name}""#);
+    let rule =
+        move |text: &str| text.contains(&needle) && seen.fetch_add(1, Ordering::AcqRel) + 1 == n;
+    FaultProxy::start(server.streamer, Arc::new(rule)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_through_a_server_that_loses_one_message_fails() {
+    let server = TestServer::start(config()).await;
+    let proxy = dropping_nth(&server, "iceCandidate", 50).await;
+    let scenario = [
+        "--timeout",
+        "1",
+        "relay",
+        "-p",
+        "2",
+        "--duration",
+        "0.3",
+        "--rate",
+        "2000",
+    ];
+    let (code, stdout) = bench(&args_refs(&args(proxy.addr, server.player, &scenario))).await;
+    let report = lossy_report(code, &stdout, "relay");
+    assert_eq!(report["lost"], 1, "{report}");
+    let up = &report["results"]["up"];
+    assert_eq!(
+        up["received"].as_u64().map(|r| r + 1),
+        up["sent"].as_u64(),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_through_a_server_that_loses_a_player_disconnected_fails() {
+    let server = TestServer::start(config()).await;
+    let proxy = dropping_nth(&server, "playerDisconnected", 3).await;
+    let scenario = [
+        "--timeout",
+        "1",
+        "churn",
+        "--duration",
+        "0.3",
+        "--concurrency",
+        "2",
+    ];
+    let (code, stdout) = bench(&args_refs(&args(proxy.addr, server.player, &scenario))).await;
+    let report = lossy_report(code, &stdout, "churn");
+    assert_eq!(report["lost"], 1, "{report}");
+    let cycles = report["results"]["cycles"].as_u64().expect("cycles");
+    assert_eq!(
+        report["results"]["player_disconnected"].as_u64(),
+        Some(cycles - 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_through_a_server_that_loses_a_player_disconnected_fails() {
+    let server = TestServer::start(config()).await;
+    let proxy = dropping_nth(&server, "playerDisconnected", 1).await;
+    let scenario = ["--timeout", "1", "subscribe", "-s", "1", "-p", "4"];
+    let (code, stdout) = bench(&args_refs(&args(proxy.addr, server.player, &scenario))).await;
+    let report = lossy_report(code, &stdout, "subscribe");
+    assert_eq!(report["lost"], 1, "{report}");
+    assert_eq!(report["results"]["player_disconnected"], 3);
+}
+
+fn args_refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 #[tokio::test]
