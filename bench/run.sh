@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The benchmark as the README reports it: every scenario RUNS times (default 3), each against a
+# fresh server with the embedded default configuration on loopback ephemeral ports, the server
+# pinned to CPU 0 and the generator to CPU 1 (taskset). Prints each run's JSON line, appends it
+# to target/bench/results.jsonl, and ends with a table of medians.
+#
+#   bench/run.sh                       # all scenarios, 3 runs each
+#   RUNS=1 bench/run.sh churn relay    # only scenarios whose name starts with these words
+#   SERVER=/path/to/other/server bench/run.sh   # same scenarios against another build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+SERVER_CPU=${SERVER_CPU:-0}
+GENERATOR_CPU=${GENERATOR_CPU:-1}
+OUT=target/bench
+mkdir -p "$OUT"
+results="$OUT/results.jsonl"
+
+cargo build --release --locked --quiet -p signalling -p signalling-bench
+SERVER=${SERVER:-target/release/signalling}
+BENCH=target/release/signalling-bench
+
+# 10,000 idle connections need 10,000 descriptors in each process: raise the soft limit to the
+# hard one.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ]; then
+  echo "run.sh: open-file limit $(ulimit -n) is below the 10,100 the connect scenario needs" >&2
+  exit 2
+fi
+
+scenarios=(
+  "connect -n 10000 --concurrency 100"
+  "subscribe -s 10 -p 100 --concurrency 100"
+  "relay -p 10 --duration 5 --rate 20000"
+  "relay -p 10 --duration 5 --window 256"
+  "churn --duration 5 --concurrency 50"
+)
+
+wanted() {
+  [ $# -eq 1 ] && return 0
+  local scenario=$1; shift
+  for w in "$@"; do [[ $scenario == "$w"* ]] && return 0; done
+  return 1
+}
+
+run_one() {
+  local scenario=$1 log spid streamer player
+  log=$(mktemp)
+  taskset -c "$SERVER_CPU" "$SERVER" --bind-address 127.0.0.1 \
+    --streamer-port 0 --player-port 0 --sfu-port 0 >"$log" 2>&1 &
+  spid=$!
+  # The server logs its addresses once it listens; wait for that line (at most 10 s).
+  for _ in $(seq 100); do
+    grep -q "SFU port listening" "$log" && break
+    kill -0 "$spid" 2>/dev/null || { cat "$log"; return 1; }
+    sleep 0.1
+  done
+  streamer=$(grep -o 'streamer port listening on [0-9.:]*' "$log" | awk '{print $NF}')
+  player=$(grep -o 'player port listening on [0-9.:]*' "$log" | awk '{print $NF}')
+  # shellcheck disable=SC2086 # the scenario is a word list
+  taskset -c "$GENERATOR_CPU" "$BENCH" --streamer "ws://$streamer" --player "ws://$player" \
+    --server-pid "$spid" $scenario | tee -a "$results" || status=$?
+  kill "$spid"
+  wait "$spid" 2>/dev/null || true
+  rm -f "$log"
+  return "${status:-0}"
+}
+
+: >"$results.new"
+failed=0
+for scenario in "${scenarios[@]}"; do
+  wanted "$scenario" "${@:-}" || continue
+  for run in $(seq "$RUNS"); do
+    echo "== $scenario (run $run of $RUNS)" >&2
+    run_one "$scenario" | tee -a "$results.new" || failed=1
+  done
+done
+
+python3 - "$results.new" <<'PY'
+import json, statistics, sys
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+def get(d, path):
+    for k in path.split("."):
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+# (figure, path in the JSON line, scale, decimals)
+figures = {
+    "connect": [("connections/s", "results.connections_per_s", 1, 0),
+                ("connect→config p99 ms", "results.latency_us.p99", 1e-3, 1),
+                ("server CPU µs/connection", "results.server_cpu_us_per_connection", 1, 1),
+                ("server KiB/idle connection", "results.kib_per_idle_connection", 1, 2)],
+    "subscribe": [("negotiations/s", "results.negotiations_per_s", 1, 0),
+                  ("negotiation p99 ms", "results.latency_us.p99", 1e-3, 1),
+                  ("server CPU µs/negotiation", "results.server_cpu_us_per_negotiation", 1, 1)],
+    "relay": [("messages/s (both ways)", "results.messages_per_s", 1, 0),
+              ("one-way p99 ms, player→streamer", "results.up.latency_us.p99", 1e-3, 2),
+              ("one-way p99 ms, streamer→player", "results.down.latency_us.p99", 1e-3, 2),
+              ("server CPU µs/message", "results.server_cpu_us_per_message", 1, 2)],
+    "churn": [("join/leave cycles/s", "results.cycles_per_s", 1, 0),
+              ("server CPU µs/cycle", "results.server_cpu_us_per_cycle", 1, 1)],
+}
+groups = {}
+for r in rows:
+    p = r["params"]
+    label = r["scenario"]
+    if label == "relay":
+        label += f" at {p['rate']} msg/s" if p["rate"] else f" flat out (window {p['window']})"
+    groups.setdefault(label, []).append(r)
+print("\n| scenario | figure | median | runs | lost |")
+print("|---|---|---|---|---|")
+for label, rs in groups.items():
+    lost = sum(r["lost"] + r["unexpected"] + r["failed"] for r in rs)
+    for name, path, scale, decimals in figures[rs[0]["scenario"]]:
+        vals = [v * scale for v in (get(r, path) for r in rs) if v is not None]
+        if vals:
+            runs = ", ".join(f"{v:.{decimals}f}" for v in vals)
+            median = statistics.median(vals)
+            print(f"| {label} | {name} | {median:.{decimals}f} | {runs} | {lost} |")
+PY
+rm -f "$results.new"
+exit "$failed"
