@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use protocol::Inbound;
 use protocol::close::{self, Close};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::CapacityError;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ConsoleMessages};
+use crate::queue;
 use crate::router::{ConnId, Role};
 use crate::router_task::{Event, Outbox, Outgoing, RouterHandle};
 
@@ -53,7 +54,7 @@ impl ConnectionSettings {
     /// The WebSocket settings: our message limit, small buffers (many idle connections).
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
-            .read_buffer_size(4096)
+            .read_buffer_size(2048)
             .write_buffer_size(0)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
@@ -100,7 +101,7 @@ where
     info!("opened");
     let settings = shared.settings.clone();
     let (sink, mut stream) = ws.split();
-    let (queue_tx, queue_rx) = mpsc::channel(settings.max_queued_messages);
+    let (queue_tx, queue_rx) = queue::bounded(settings.max_queued_messages);
     let (urgent_tx, urgent_rx) = oneshot::channel();
     let (done_tx, mut done_rx) = oneshot::channel::<()>();
     let outbox = Outbox {
@@ -261,7 +262,7 @@ type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
 
 async fn write_loop<S>(
     mut sink: Sink<S>,
-    mut queue: mpsc::Receiver<Outgoing>,
+    mut queue: queue::Receiver<Outgoing>,
     mut urgent: oneshot::Receiver<Outgoing>,
     shutdown: CancellationToken,
     settings: Arc<ConnectionSettings>,
@@ -349,7 +350,7 @@ enum Step {
 /// found in the queue.
 async fn write_batch<S>(
     sink: &mut Sink<S>,
-    queue: &mut mpsc::Receiver<Outgoing>,
+    queue: &mut queue::Receiver<Outgoing>,
     first: tokio_tungstenite::tungstenite::Utf8Bytes,
     console: ConsoleMessages,
 ) -> Result<Option<(u16, String)>, WsError>
@@ -361,15 +362,15 @@ where
     let mut close = None;
     for _ in 1..WRITE_BATCH {
         match queue.try_recv() {
-            Ok(Outgoing::Text(text)) => {
+            Some(Outgoing::Text(text)) => {
                 log_outgoing(console, &text);
                 sink.feed(Message::Text(text)).await?;
             }
-            Ok(Outgoing::Close(code, reason)) => {
+            Some(Outgoing::Close(code, reason)) => {
                 close = Some((code, reason));
                 break;
             }
-            Ok(Outgoing::Drop) | Err(_) => break,
+            Some(Outgoing::Drop) | None => break,
         }
     }
     sink.flush().await?;

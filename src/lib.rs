@@ -4,7 +4,7 @@
 //! - [`listener`] accepts sockets on the streamer and SFU ports; [`http`] serves the player
 //!   port (WebSocket upgrades on any path, plain HTTP otherwise).
 //! - Each socket gets a [`connection`] task: frame limits, parsing, liveness, and a bounded
-//!   outgoing queue with its own writer.
+//!   outgoing [`queue`] with its own writer.
 //! - One [`router_task`] actor owns the sans-IO [`router::Router`] (the streamer, player and SFU
 //!   tables) and every outgoing queue; it never waits on a socket.
 //! - [`server`] binds everything, spawns the tasks and owns shutdown.
@@ -16,6 +16,7 @@ pub mod connection;
 pub mod http;
 pub mod listener;
 pub mod logging;
+pub mod queue;
 pub mod router;
 pub mod router_task;
 pub mod server;

@@ -1,18 +1,19 @@
 //! The actor that owns the [`Router`] and every connection's outgoing queue. It never awaits a
 //! peer: a full queue closes that one connection (1008) and feeds its disconnect back in.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::Inbound;
 use protocol::close;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::queue::{self, TrySendError};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::router::{ConnId, Output, Role, Router, RouterConfig};
+use crate::router::{ConnId, HashMap, Output, Role, Router, RouterConfig};
 
 /// What a connection's writer is asked to do.
 #[derive(Debug)]
@@ -27,7 +28,7 @@ pub enum Outgoing {
 /// the close that must not wait behind a full queue.
 #[derive(Debug)]
 pub struct Outbox {
-    pub queue: mpsc::Sender<Outgoing>,
+    pub queue: queue::Sender<Outgoing>,
     pub urgent: oneshot::Sender<Outgoing>,
 }
 
@@ -81,7 +82,7 @@ async fn run(
     protocol_ping: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
+    let mut outboxes: HashMap<ConnId, Outbox> = HashMap::default();
     let ping_enabled = !protocol_ping.is_zero();
     let period = if ping_enabled {
         protocol_ping
@@ -128,7 +129,7 @@ fn dispatch(router: &mut Router, outboxes: &mut HashMap<ConnId, Outbox>) {
                 };
                 match outbox.queue.try_send(Outgoing::Text(text)) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(TrySendError::Full(_)) => {
                         warn!(conn = %to, "outgoing queue full; closing 1008");
                         if let Some(outbox) = outboxes.remove(&to) {
                             let _ = outbox.urgent.send(Outgoing::Close(
@@ -138,7 +139,7 @@ fn dispatch(router: &mut Router, outboxes: &mut HashMap<ConnId, Outbox>) {
                         }
                         router.handle_closed(to);
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Err(TrySendError::Closed(_)) => {
                         outboxes.remove(&to);
                         router.handle_closed(to);
                     }

@@ -129,34 +129,45 @@ impl<'de> Visitor<'de> for KeyVisitor {
     }
 }
 
-/// Appends `raw` (valid JSON) without the white space outside strings.
+/// Appends `raw` (valid JSON) without the white space outside strings. Runs between white
+/// space are copied whole, and strings are skipped to their next quote or backslash with
+/// `memchr`, so long SDP and candidate strings cost a few bulk copies.
 fn push_compact(out: &mut String, raw: &str) {
-    if !raw
-        .bytes()
-        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        out.push_str(raw);
-        return;
-    }
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in raw.chars() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
+    let bytes = raw.as_bytes();
+    let mut run_start = 0;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => i = string_end(bytes, i + 1),
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                // White space is ASCII, so both ends of the run are char boundaries.
+                out.push_str(raw.get(run_start..i).unwrap_or_default());
+                i += 1;
+                while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                    i += 1;
+                }
+                run_start = i;
             }
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            if c == '"' {
-                in_string = true;
-            }
-            out.push(c);
+            _ => i += 1,
         }
     }
+    out.push_str(raw.get(run_start..).unwrap_or_default());
+}
+
+/// The index just past the closing quote of the string whose contents start at `from`.
+fn string_end(bytes: &[u8], mut from: usize) -> usize {
+    while let Some(offset) = bytes
+        .get(from..)
+        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+    {
+        let at = from + offset;
+        if bytes.get(at) == Some(&b'"') {
+            return at + 1;
+        }
+        // A backslash escapes the next byte (always ASCII in valid JSON).
+        from = at + 2;
+    }
+    bytes.len()
 }
 
 /// `raw` (valid JSON) without the white space outside strings.
@@ -348,6 +359,12 @@ mod tests {
     fn strings_keep_their_escapes_and_inner_spaces() {
         let text = r#"{"sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n","q":"\"quoted\" \\ \u00e9"}"#;
         assert_eq!(relay(text).as_str(), text);
+    }
+
+    #[test]
+    fn white_space_goes_only_outside_strings_even_after_escaped_quotes() {
+        let text = "{ \"a\" :\t\"x\\\" y\\\\\" ,\r\n \"b\" : [ 1 , \" \\\\ \" , { } ] }";
+        assert_eq!(relay(text).as_str(), r#"{"a":"x\" y\\","b":[1," \\ ",{}]}"#);
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod subscription;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use protocol::close::Close;
@@ -19,6 +19,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{debug, warn};
 
 use crate::config::PlayerIdStyle;
+
+/// A hash map with a fast, per-process randomly seeded hasher (ids arrive from peers).
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The server's handle for one socket. Never reused within a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -190,10 +193,10 @@ impl Router {
             config,
             config_message,
             identify_message: ServerMessage::Identify.to_json().into(),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             table: Vec::new(),
-            entry_ids: HashMap::new(),
-            player_ids: HashMap::new(),
+            entry_ids: HashMap::default(),
+            player_ids: HashMap::default(),
             next_player: 0,
             next_seq: 0,
             open_players: 0,
