@@ -16,6 +16,7 @@
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod ice;
 pub mod listener;
 pub mod logging;
 pub mod router;

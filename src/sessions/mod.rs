@@ -460,10 +460,14 @@ impl Sessions {
     fn event(&mut self, sender: &str, kind: &str, payload: Option<&RawValue>) -> Event {
         let id = self.next_event_id;
         self.next_event_id += 1;
+        // An event is one `data:` line, so a payload spread over lines is joined up.
+        let compacted = payload
+            .filter(|p| p.get().contains(['\n', '\r']))
+            .and_then(|p| RawValue::from_string(compact_json(p.get())).ok());
         let data = serde_json::to_string(&EventData {
             sender_id: sender,
             kind,
-            payload,
+            payload: compacted.as_deref().or(payload),
         })
         // Strings and a RawValue always serialize.
         .unwrap_or_default();
@@ -498,6 +502,31 @@ impl Sessions {
             );
         }
     }
+}
+
+/// Valid JSON without the whitespace between tokens; strings are kept as they are (a raw line
+/// break cannot occur inside a JSON string).
+fn compact_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn check_ids(session: &str, peer: &str) -> Result<(), SessionError> {

@@ -350,3 +350,18 @@ fn replay_window_keeps_the_latest_delivered_events() {
         ]
     );
 }
+
+#[test]
+fn a_payload_over_several_lines_becomes_one_line_with_strings_intact() {
+    let mut s = Sessions::new(limits());
+    s.handle_register("s", "a", 0).unwrap();
+    s.handle_register("s", "b", 0).unwrap();
+    let payload = raw("{\n  \"sdp\": \"v=0\\r\\no=- 1 \\\" x\",\r\n  \"n\": [1, 2.50]\n}");
+    s.handle_message("s", "a", "b", "offer", Some(&payload), 0)
+        .unwrap();
+    let (_, backlog) = s.handle_open_stream("s", "b", None, 0).unwrap();
+    assert_eq!(
+        &*backlog[0].data,
+        r#"{"senderId":"a","type":"offer","payload":{"sdp":"v=0\r\no=- 1 \" x","n":[1,2.50]}}"#
+    );
+}

@@ -15,6 +15,7 @@ mod max_players;
 mod ping;
 mod player_leaving;
 mod routing;
+mod sessions;
 mod sfu;
 mod shutdown;
 mod streamer_ids;

@@ -2,6 +2,8 @@
 //! clients that assert what arrives, with timeouts that say what came instead ([`TestPeer`]).
 //! It never sleeps to synchronise: [`TestPeer::sync`] is a ping→pong round trip.
 
+pub(crate) mod http;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
