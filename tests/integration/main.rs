@@ -9,6 +9,7 @@ mod bench;
 mod binary;
 mod disconnect_player;
 mod epic_client;
+mod ice_servers;
 mod legacy;
 mod liveness;
 mod max_players;
