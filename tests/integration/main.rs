@@ -22,3 +22,4 @@ mod shutdown;
 mod streamer_ids;
 mod streamer_leaving;
 mod transport;
+mod turn;
