@@ -7,6 +7,7 @@ mod auto_subscribe;
 mod bad_input;
 mod bench;
 mod binary;
+mod browser;
 mod disconnect_player;
 mod epic_client;
 mod ice_servers;
