@@ -117,13 +117,21 @@ async function peer({ base, session, me, other, caller, timeoutMs }) {
     for (const c of pending.splice(0)) await pc.addIceCandidate(c);
   };
 
+  // The handler goes on as soon as the channel exists: the other side may send before this
+  // side has seen "connected", and a message with no handler is gone.
+  let gotMessage;
+  const received = new Promise((resolve) => (gotMessage = resolve));
+  const listen = (channel) => {
+    channel.onmessage = (e) => gotMessage(e.data);
+    return channel;
+  };
   let channel;
   if (caller) {
     // 4a. The caller waits for the callee, then offers.
     const joined = await nextEvent("new-peer");
     if (joined.senderId !== other) fail(`new-peer from ${joined.senderId}`);
     step("new-peer");
-    channel = pc.createDataChannel("chat");
+    channel = listen(pc.createDataChannel("chat"));
     await pc.setLocalDescription(await pc.createOffer());
     await send("offer", pc.localDescription.toJSON());
     step("offer sent");
@@ -132,7 +140,7 @@ async function peer({ base, session, me, other, caller, timeoutMs }) {
     step("answer set");
   } else {
     // 4b. The callee answers the offer (which may have been queued before its stream opened).
-    const channelOpened = new Promise((resolve) => (pc.ondatachannel = (e) => resolve(e.channel)));
+    const channelOpened = new Promise((resolve) => (pc.ondatachannel = (e) => resolve(listen(e.channel))));
     const offer = await nextEvent("offer");
     if (offer.senderId !== other || offer.payload.type !== "offer") fail(`bad offer ${JSON.stringify(offer)}`);
     await setRemote(offer.payload);
@@ -169,9 +177,8 @@ async function peer({ base, session, me, other, caller, timeoutMs }) {
   if (channel.readyState !== "open") {
     await withTimeout(new Promise((resolve) => (channel.onopen = resolve)), "the data channel to open");
   }
-  const received = withTimeout(new Promise((resolve) => (channel.onmessage = (e) => resolve(e.data))), "a data channel message");
   channel.send(`hello from ${me}`);
-  const got = await received;
+  const got = await withTimeout(received, "a data channel message");
   step(`received "${got}"`);
 
   // 7. Streams closed, leave.
