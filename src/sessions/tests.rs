@@ -365,3 +365,30 @@ fn a_payload_over_several_lines_becomes_one_line_with_strings_intact() {
         r#"{"senderId":"a","type":"offer","payload":{"sdp":"v=0\r\no=- 1 \" x","n":[1,2.50]}}"#
     );
 }
+
+#[test]
+fn a_join_waits_while_a_present_peers_queue_is_full_and_leaving_always_tells() {
+    let mut s = Sessions::new(Limits {
+        max_peers_per_session: 4,
+        ..limits()
+    });
+    s.handle_register("s", "a", 0).unwrap();
+    s.handle_register("s", "b", 0).unwrap();
+    for _ in 0..3 {
+        s.handle_message("s", "b", "a", "x", None, 0).unwrap();
+    }
+    // a's queue is full: c's new-peer could not be kept, so c must wait.
+    assert_eq!(
+        s.handle_register("s", "c", 0),
+        Err(SessionError::QueueFull {
+            peer: "a".into(),
+            limit: 4
+        })
+    );
+    // b's peer-left still reaches a, past the limit, rather than be dropped.
+    s.handle_unregister("s", "b", 0).unwrap();
+    let (_, backlog) = s.handle_open_stream("s", "a", None, 0).unwrap();
+    assert_eq!(backlog.len(), 5);
+    assert_eq!(&*backlog[4].data, r#"{"senderId":"b","type":"peer-left"}"#);
+    s.handle_register("s", "c", 0).unwrap();
+}

@@ -451,3 +451,13 @@ async fn websocket_upgrades_still_work_on_api_paths() {
         player.expect_text(support::CONFIG).await;
     }
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_event_streams_promptly() {
+    let (server, api) = server().await;
+    api.register("s", "a").await;
+    let mut a = api.events("s", "a").await;
+    // Within TestServer::shutdown's 5 s, although a stream is open.
+    server.shutdown().await;
+    a.expect_end().await;
+}
