@@ -392,3 +392,158 @@ fn a_join_waits_while_a_present_peers_queue_is_full_and_leaving_always_tells() {
     assert_eq!(&*backlog[4].data, r#"{"senderId":"b","type":"peer-left"}"#);
     s.handle_register("s", "c", 0).unwrap();
 }
+
+mod properties {
+    use std::collections::{HashMap, HashSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SESSIONS: [&str; 2] = ["s0", "s1"];
+    const PEERS: [&str; 3] = ["a", "b", "c"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Register(usize, usize),
+        Unregister(usize, usize),
+        /// Open a stream, resuming from the last event seen if `true`.
+        Open(usize, usize, bool),
+        /// The client's stream for this peer drops.
+        Close(usize, usize),
+        Message(usize, usize, usize),
+        Tick(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let (s, p) = (0..SESSIONS.len(), 0..PEERS.len());
+        prop_oneof![
+            (s.clone(), p.clone()).prop_map(|(s, p)| Op::Register(s, p)),
+            (s.clone(), p.clone()).prop_map(|(s, p)| Op::Unregister(s, p)),
+            (s.clone(), p.clone(), any::<bool>()).prop_map(|(s, p, r)| Op::Open(s, p, r)),
+            (s.clone(), p.clone()).prop_map(|(s, p)| Op::Close(s, p)),
+            (s, p.clone(), p).prop_map(|(s, f, t)| Op::Message(s, f, t)),
+            (0u64..700).prop_map(Op::Tick),
+        ]
+    }
+
+    /// What one peer's client has seen, across all its streams.
+    #[derive(Default)]
+    struct Client {
+        stream: Option<StreamId>,
+        seen: HashSet<u64>,
+        last: u64,
+    }
+
+    impl Client {
+        fn see(&mut self, event: &Event) -> Result<(), TestCaseError> {
+            prop_assert!(self.seen.insert(event.id), "event {} seen twice", event.id);
+            prop_assert!(
+                event.id > self.last,
+                "event {} after {}",
+                event.id,
+                self.last
+            );
+            self.last = event.id;
+            Ok(())
+        }
+    }
+
+    fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+        let limits = limits();
+        let mut s = Sessions::new(limits.clone());
+        let mut clients: HashMap<(usize, usize), Client> = HashMap::new();
+        let mut retired: HashSet<StreamId> = HashSet::new();
+        let mut now = 0;
+        for op in ops {
+            match *op {
+                Op::Register(si, pi) => {
+                    let _ = s.handle_register(SESSIONS[si], PEERS[pi], now);
+                }
+                Op::Unregister(si, pi) => {
+                    let _ = s.handle_unregister(SESSIONS[si], PEERS[pi], now);
+                }
+                Op::Open(si, pi, resume) => {
+                    let client = clients.entry((si, pi)).or_default();
+                    let last = (resume && client.last > 0).then_some(client.last);
+                    if let Ok((stream, backlog)) =
+                        s.handle_open_stream(SESSIONS[si], PEERS[pi], last, now)
+                    {
+                        if last.is_none() {
+                            // A fresh stream starts over: only uniqueness is required.
+                            client.last = 0;
+                        }
+                        // The old stream (if any) must now end and get nothing more.
+                        retired.extend(client.stream.replace(stream));
+                        for event in &backlog {
+                            client.see(event)?;
+                        }
+                    }
+                }
+                Op::Close(si, pi) => {
+                    if let Some(stream) = clients.entry((si, pi)).or_default().stream.take() {
+                        s.handle_stream_closed(stream, now);
+                    }
+                }
+                Op::Message(si, from, to) => {
+                    let _ = s.handle_message(SESSIONS[si], PEERS[from], PEERS[to], "m", None, now);
+                }
+                Op::Tick(ms) => {
+                    now += ms;
+                    s.handle_tick(now);
+                }
+            }
+            while let Some(output) = s.poll_output() {
+                let holder = clients
+                    .values_mut()
+                    .find(|c| c.stream == Some(output_stream(&output)));
+                match (output, holder) {
+                    (Output::Deliver { event, .. }, Some(client)) => client.see(&event)?,
+                    (Output::Deliver { stream, .. }, None) => {
+                        prop_assert!(false, "delivery to {stream}, which no client holds")
+                    }
+                    (Output::End { .. }, Some(client)) => client.stream = None,
+                    (Output::End { stream }, None) => {
+                        prop_assert!(retired.remove(&stream), "end of {stream}, never opened")
+                    }
+                }
+            }
+            for (session, peers) in &s.sessions {
+                prop_assert!(!peers.is_empty(), "empty session {session} kept");
+                prop_assert!(peers.len() <= limits.max_peers_per_session);
+                for (peer, p) in peers {
+                    prop_assert!(
+                        p.log.len() <= limits.max_queued_events + limits.max_peers_per_session,
+                        "{session}/{peer} holds {} events",
+                        p.log.len()
+                    );
+                    prop_assert!(
+                        p.log
+                            .iter()
+                            .zip(p.log.iter().skip(1))
+                            .all(|(x, y)| x.id < y.id)
+                    );
+                }
+            }
+            prop_assert!(s.sessions.len() <= limits.max_sessions);
+        }
+        Ok(())
+    }
+
+    fn output_stream(output: &Output) -> StreamId {
+        match output {
+            Output::Deliver { stream, .. } | Output::End { stream } => *stream,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_event_twice_none_out_of_order_and_every_bound_holds(
+            ops in prop::collection::vec(op(), 1..150),
+        ) {
+            run(&ops)?;
+        }
+    }
+}
