@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 const EMBEDDED: &str = include_str!("../signalling.toml");
 
 /// Every configuration key, in `signalling.toml` order.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 17] = [
     "bind_address",
     "streamer_port",
     "player_port",
@@ -31,6 +31,25 @@ pub const KEYS: [&str; 15] = [
     "max_queued_messages",
     "log_level",
     "console_messages",
+    "sessions",
+    "ice",
+];
+
+/// The keys of the `[sessions]` and `[ice]` sections, qualified, in `signalling.toml` order.
+pub const SECTION_KEYS: [&str; 13] = [
+    "sessions.max_sessions",
+    "sessions.max_peers_per_session",
+    "sessions.max_queued_events",
+    "sessions.max_body_bytes",
+    "sessions.idle_timeout",
+    "sessions.keepalive",
+    "sessions.cors_origins",
+    "ice.stun_urls",
+    "ice.turn_urls",
+    "ice.turn_username",
+    "ice.turn_credential",
+    "ice.turn_secret",
+    "ice.credential_lifetime",
 ];
 
 /// Below this, a peer's own small messages (an ICE candidate, an endpointId with a long id) risk
@@ -68,6 +87,38 @@ pub struct Config {
     pub max_queued_messages: usize,
     pub log_level: LogLevel,
     pub console_messages: ConsoleMessages,
+    /// The HTTP + SSE session API (`[sessions]`).
+    pub sessions: SessionsConfig,
+    /// STUN/TURN servers for `GET /iceServers` and the `config` message (`[ice]`).
+    pub ice: IceConfig,
+}
+
+/// `[sessions]`: limits and timing of the HTTP + SSE session API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionsConfig {
+    pub max_sessions: usize,
+    pub max_peers_per_session: usize,
+    /// Events kept per peer: the queue for a closed stream and the Last-Event-ID window.
+    pub max_queued_events: usize,
+    pub max_body_bytes: usize,
+    /// Zero never expires idle peers.
+    pub idle_timeout: Duration,
+    /// Zero sends no keep-alive comments.
+    pub keepalive: Duration,
+    /// `["*"]` allows any origin; empty allows none (same-origin only).
+    pub cors_origins: Vec<String>,
+}
+
+/// `[ice]`: STUN and TURN servers, with static or time-limited (TURN REST) credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceConfig {
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+    pub turn_username: String,
+    pub turn_credential: String,
+    /// coturn's `static-auth-secret`; when set, credentials are minted per request and peer.
+    pub turn_secret: String,
+    pub credential_lifetime: Duration,
 }
 
 /// How player ids are spelled (PROTOCOL.md §5).
@@ -186,6 +237,9 @@ pub enum ConfigError {
         max = MAX_MAX_QUEUED_MESSAGES
     )]
     MaxQueuedMessagesTooLarge(usize),
+    /// A `[sessions]` or `[ice]` value out of range or inconsistent; names the key.
+    #[error("{key}: {problem}")]
+    Section { key: &'static str, problem: String },
 }
 
 /// Pixel Streaming signalling server: a drop-in for Epic's Wilbur.
@@ -332,6 +386,39 @@ pub struct Cli {
         default_missing_value = "basic"
     )]
     pub console_messages: Option<ConsoleMessages>,
+
+    /// Origins allowed to call the session API, comma-separated; "*" is any, "" none
+    /// ([sessions] cors_origins) [default: *].
+    #[arg(long = "cors_origins", alias = "cors-origins", value_name = "LIST")]
+    pub cors_origins: Option<String>,
+
+    /// Seconds a session peer with no open stream and no request is kept; 0 is forever
+    /// ([sessions] idle_timeout) [default: 60].
+    #[arg(
+        long = "session_idle_timeout",
+        alias = "session-idle-timeout",
+        value_name = "SECONDS",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true
+    )]
+    pub session_idle_timeout: Option<Duration>,
+
+    /// STUN URLs, comma-separated ([ice] stun_urls) [default: none].
+    #[arg(long = "stun_urls", alias = "stun-urls", value_name = "LIST")]
+    pub stun_urls: Option<String>,
+
+    /// TURN URLs, comma-separated ([ice] turn_urls) [default: none].
+    #[arg(long = "turn_urls", alias = "turn-urls", value_name = "LIST")]
+    pub turn_urls: Option<String>,
+}
+
+/// A comma-separated flag as a list; empty items are dropped, so "" is the empty list.
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Default for Config {
@@ -397,6 +484,8 @@ impl Config {
                 self.max_queued_messages,
             ));
         }
+        self.sessions.validate()?;
+        self.ice.validate()?;
         // peer_options needs no check here: its type is a JSON object, and every way in
         // (file, --peer_options, --peer_options_file) rejects anything else with the key named.
         Ok(())
@@ -423,6 +512,16 @@ impl Cli {
             max_queued_messages: self.max_queued_messages,
             log_level: self.log_level,
             console_messages: self.console_messages,
+            sessions: Some(SessionsLayer {
+                cors_origins: self.cors_origins.as_deref().map(split_list),
+                idle_timeout: self.session_idle_timeout,
+                ..SessionsLayer::default()
+            }),
+            ice: Some(IceLayer {
+                stun_urls: self.stun_urls.as_deref().map(split_list),
+                turn_urls: self.turn_urls.as_deref().map(split_list),
+                ..IceLayer::default()
+            }),
         })
     }
 
@@ -470,6 +569,226 @@ struct Layer {
     max_queued_messages: Option<usize>,
     log_level: Option<LogLevel>,
     console_messages: Option<ConsoleMessages>,
+    sessions: Option<SessionsLayer>,
+    ice: Option<IceLayer>,
+}
+
+/// `[sessions]` in one layer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsLayer {
+    max_sessions: Option<usize>,
+    max_peers_per_session: Option<usize>,
+    max_queued_events: Option<usize>,
+    max_body_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "de_seconds")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_seconds")]
+    keepalive: Option<Duration>,
+    cors_origins: Option<Vec<String>>,
+}
+
+impl SessionsLayer {
+    fn overlay(self, top: Self) -> Self {
+        Self {
+            max_sessions: top.max_sessions.or(self.max_sessions),
+            max_peers_per_session: top.max_peers_per_session.or(self.max_peers_per_session),
+            max_queued_events: top.max_queued_events.or(self.max_queued_events),
+            max_body_bytes: top.max_body_bytes.or(self.max_body_bytes),
+            idle_timeout: top.idle_timeout.or(self.idle_timeout),
+            keepalive: top.keepalive.or(self.keepalive),
+            cors_origins: top.cors_origins.or(self.cors_origins),
+        }
+    }
+
+    fn build(self) -> Result<SessionsConfig, ConfigError> {
+        Ok(SessionsConfig {
+            max_sessions: get(self.max_sessions, "sessions.max_sessions")?,
+            max_peers_per_session: get(
+                self.max_peers_per_session,
+                "sessions.max_peers_per_session",
+            )?,
+            max_queued_events: get(self.max_queued_events, "sessions.max_queued_events")?,
+            max_body_bytes: get(self.max_body_bytes, "sessions.max_body_bytes")?,
+            idle_timeout: get(self.idle_timeout, "sessions.idle_timeout")?,
+            keepalive: get(self.keepalive, "sessions.keepalive")?,
+            cors_origins: get(self.cors_origins, "sessions.cors_origins")?,
+        })
+    }
+}
+
+/// `[ice]` in one layer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IceLayer {
+    stun_urls: Option<Vec<String>>,
+    turn_urls: Option<Vec<String>>,
+    turn_username: Option<String>,
+    turn_credential: Option<String>,
+    turn_secret: Option<String>,
+    #[serde(default, deserialize_with = "de_seconds")]
+    credential_lifetime: Option<Duration>,
+}
+
+impl IceLayer {
+    fn overlay(self, top: Self) -> Self {
+        Self {
+            stun_urls: top.stun_urls.or(self.stun_urls),
+            turn_urls: top.turn_urls.or(self.turn_urls),
+            turn_username: top.turn_username.or(self.turn_username),
+            turn_credential: top.turn_credential.or(self.turn_credential),
+            turn_secret: top.turn_secret.or(self.turn_secret),
+            credential_lifetime: top.credential_lifetime.or(self.credential_lifetime),
+        }
+    }
+
+    fn build(self) -> Result<IceConfig, ConfigError> {
+        Ok(IceConfig {
+            stun_urls: get(self.stun_urls, "ice.stun_urls")?,
+            turn_urls: get(self.turn_urls, "ice.turn_urls")?,
+            turn_username: get(self.turn_username, "ice.turn_username")?,
+            turn_credential: get(self.turn_credential, "ice.turn_credential")?,
+            turn_secret: get(self.turn_secret, "ice.turn_secret")?,
+            credential_lifetime: get(self.credential_lifetime, "ice.credential_lifetime")?,
+        })
+    }
+}
+
+fn get<T>(value: Option<T>, key: &'static str) -> Result<T, ConfigError> {
+    value.ok_or(ConfigError::MissingKey(key))
+}
+
+/// Overlays two optional sections field by field.
+fn overlay_section<T>(base: Option<T>, top: Option<T>, merge: fn(T, T) -> T) -> Option<T> {
+    match (base, top) {
+        (Some(base), Some(top)) => Some(merge(base, top)),
+        (base, top) => top.or(base),
+    }
+}
+
+/// Most sessions, peers per session or queued events one may configure: beyond this a limit
+/// bounds nothing useful.
+pub const MAX_SESSION_LIMIT: usize = 1 << 20;
+
+impl SessionsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let section = |key, problem: String| ConfigError::Section { key, problem };
+        for (key, value, min) in [
+            ("sessions.max_sessions", self.max_sessions, 1),
+            (
+                "sessions.max_peers_per_session",
+                self.max_peers_per_session,
+                2,
+            ),
+            ("sessions.max_queued_events", self.max_queued_events, 1),
+        ] {
+            if !(min..=MAX_SESSION_LIMIT).contains(&value) {
+                return Err(section(
+                    key,
+                    format!("is {value}; it must be from {min} to {MAX_SESSION_LIMIT}"),
+                ));
+            }
+        }
+        if self.max_body_bytes < MIN_MAX_MESSAGE_SIZE {
+            return Err(section(
+                "sessions.max_body_bytes",
+                format!(
+                    "is {}; it must be at least {MIN_MAX_MESSAGE_SIZE} (bytes)",
+                    self.max_body_bytes
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("sessions.idle_timeout", self.idle_timeout),
+            ("sessions.keepalive", self.keepalive),
+        ] {
+            if value > Duration::from_secs(MAX_SECONDS) {
+                return Err(section(
+                    key,
+                    format!("is {value:?}; the most allowed is {MAX_SECONDS} s (0 turns it off)"),
+                ));
+            }
+        }
+        let origins = &self.cors_origins;
+        if origins.iter().any(|o| o == "*") && origins.len() > 1 {
+            return Err(section(
+                "sessions.cors_origins",
+                "\"*\" allows every origin and must be alone".to_owned(),
+            ));
+        }
+        for origin in origins.iter().filter(|o| *o != "*") {
+            let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https")
+                    && !rest.is_empty()
+                    && !rest.contains('/')
+                    && rest.bytes().all(|b| b.is_ascii_graphic())
+            });
+            if !valid {
+                return Err(section(
+                    "sessions.cors_origins",
+                    format!(
+                        "{origin:?} is not an origin: write scheme://host[:port], e.g. \
+                         \"https://app.example.com\", or \"*\""
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl IceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let section = |key, problem: String| ConfigError::Section { key, problem };
+        for (key, urls, schemes) in [
+            ("ice.stun_urls", &self.stun_urls, ["stun:", "stuns:"]),
+            ("ice.turn_urls", &self.turn_urls, ["turn:", "turns:"]),
+        ] {
+            for url in urls {
+                if !schemes.iter().any(|s| url.starts_with(s)) || url.len() <= 6 {
+                    return Err(section(
+                        key,
+                        format!("{url:?} must start with {} or {}", schemes[0], schemes[1]),
+                    ));
+                }
+            }
+        }
+        let has_static = !self.turn_username.is_empty() || !self.turn_credential.is_empty();
+        let has_secret = !self.turn_secret.is_empty();
+        if has_static && has_secret {
+            return Err(section(
+                "ice.turn_secret",
+                "set either turn_secret or turn_username and turn_credential, not both".to_owned(),
+            ));
+        }
+        if has_static && (self.turn_username.is_empty() || self.turn_credential.is_empty()) {
+            return Err(section(
+                "ice.turn_credential",
+                "turn_username and turn_credential go together".to_owned(),
+            ));
+        }
+        if self.turn_urls.is_empty() && (has_static || has_secret) {
+            return Err(section(
+                "ice.turn_urls",
+                "TURN credentials are set but turn_urls is empty".to_owned(),
+            ));
+        }
+        if !self.turn_urls.is_empty() && !has_static && !has_secret {
+            return Err(section(
+                "ice.turn_urls",
+                "TURN needs credentials: set turn_secret, or turn_username and turn_credential"
+                    .to_owned(),
+            ));
+        }
+        let lifetime = self.credential_lifetime;
+        if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(MAX_SECONDS * 7) {
+            return Err(section(
+                "ice.credential_lifetime",
+                format!("is {lifetime:?}; it must be from 1 s to 7 days"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Layer {
@@ -516,14 +835,13 @@ impl Layer {
             max_queued_messages: top.max_queued_messages.or(self.max_queued_messages),
             log_level: top.log_level.or(self.log_level),
             console_messages: top.console_messages.or(self.console_messages),
+            sessions: overlay_section(self.sessions, top.sessions, SessionsLayer::overlay),
+            ice: overlay_section(self.ice, top.ice, IceLayer::overlay),
         }
     }
 
     /// The merged layers as a `Config`; every key must be set by now (the embedded file sets all).
     fn build(self) -> Result<Config, ConfigError> {
-        fn get<T>(value: Option<T>, key: &'static str) -> Result<T, ConfigError> {
-            value.ok_or(ConfigError::MissingKey(key))
-        }
         Ok(Config {
             bind_address: get(self.bind_address, "bind_address")?,
             streamer_port: get(self.streamer_port, "streamer_port")?,
@@ -540,6 +858,8 @@ impl Layer {
             max_queued_messages: get(self.max_queued_messages, "max_queued_messages")?,
             log_level: get(self.log_level, "log_level")?,
             console_messages: get(self.console_messages, "console_messages")?,
+            sessions: get(self.sessions, "sessions")?.build()?,
+            ice: get(self.ice, "ice")?.build()?,
         })
     }
 }
@@ -556,7 +876,11 @@ fn key_at_error(text: &str, error: &toml::de::Error) -> Option<&'static str> {
         return None;
     }
     let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
-    KEYS.into_iter().find(|known| *known == key)
+    KEYS.into_iter().find(|known| *known == key).or_else(|| {
+        SECTION_KEYS
+            .into_iter()
+            .find(|known| known.split_once('.').is_some_and(|(_, k)| k == key))
+    })
 }
 
 fn key_note(key: Option<&'static str>) -> String {
@@ -1082,6 +1406,174 @@ mod tests {
         assert_eq!(LogLevel::Info.as_filter(), "info");
         assert_eq!(LogLevel::Debug.as_filter(), "debug");
         assert_eq!(LogLevel::Trace.as_filter(), "trace");
+    }
+
+    #[test]
+    fn sessions_and_ice_defaults() {
+        let config = Config::default();
+        assert_eq!(
+            config.sessions,
+            SessionsConfig {
+                max_sessions: 10_000,
+                max_peers_per_session: 16,
+                max_queued_events: 256,
+                max_body_bytes: 65_536,
+                idle_timeout: Duration::from_secs(60),
+                keepalive: Duration::from_secs(10),
+                cors_origins: vec!["*".to_owned()],
+            }
+        );
+        assert_eq!(
+            config.ice,
+            IceConfig {
+                stun_urls: vec![],
+                turn_urls: vec![],
+                turn_username: String::new(),
+                turn_credential: String::new(),
+                turn_secret: String::new(),
+                credential_lifetime: Duration::from_secs(86_400),
+            }
+        );
+        let table: toml::Table = toml::from_str(EMBEDDED).expect("embedded file is TOML");
+        for key in SECTION_KEYS {
+            let (section, name) = key.split_once('.').expect("qualified");
+            let section = table[section].as_table().expect("a table");
+            assert!(section.contains_key(name), "signalling.toml lacks `{key}`");
+        }
+        let count = ["sessions", "ice"]
+            .iter()
+            .map(|s| table[*s].as_table().map_or(0, toml::Table::len))
+            .sum::<usize>();
+        assert_eq!(
+            count,
+            SECTION_KEYS.len(),
+            "a section key SECTION_KEYS lacks"
+        );
+    }
+
+    #[test]
+    fn sections_override_only_the_keys_they_set() {
+        let config = Config::from_toml_str(
+            r#"
+            [sessions]
+            idle_timeout = 0.5
+            cors_origins = ["https://app.example", "http://127.0.0.1:8080"]
+            [ice]
+            stun_urls = ["stun:127.0.0.1:3478"]
+            turn_urls = ["turn:127.0.0.1:3478?transport=udp"]
+            turn_secret = "s3cret"
+            credential_lifetime = 600
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(config.sessions.idle_timeout, Duration::from_millis(500));
+        assert_eq!(config.sessions.max_sessions, 10_000);
+        assert_eq!(config.sessions.cors_origins.len(), 2);
+        assert_eq!(config.ice.turn_secret, "s3cret");
+        assert_eq!(config.ice.credential_lifetime, Duration::from_secs(600));
+        assert_eq!(config.ice.turn_username, "");
+    }
+
+    #[test]
+    fn unknown_section_keys_are_rejected() {
+        assert!(err("[sessions]\nmax_session = 3").contains("max_session"));
+        assert!(err("[ice]\nturn_password = \"x\"").contains("turn_password"));
+        let message = err("[sessions]\nidle_timeout = \"soon\"");
+        assert!(
+            message.starts_with("configuration, key `sessions.idle_timeout`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn section_values_are_validated_naming_the_key() {
+        for (text, key) in [
+            ("[sessions]\nmax_sessions = 0", "sessions.max_sessions"),
+            (
+                "[sessions]\nmax_peers_per_session = 1",
+                "sessions.max_peers_per_session",
+            ),
+            (
+                "[sessions]\nmax_queued_events = 0",
+                "sessions.max_queued_events",
+            ),
+            (
+                "[sessions]\nmax_queued_events = 2000000",
+                "sessions.max_queued_events",
+            ),
+            (
+                "[sessions]\nmax_body_bytes = 100",
+                "sessions.max_body_bytes",
+            ),
+            ("[sessions]\nidle_timeout = 100000", "sessions.idle_timeout"),
+            ("[sessions]\nkeepalive = 100000", "sessions.keepalive"),
+            (
+                "[sessions]\ncors_origins = [\"*\", \"https://a\"]",
+                "sessions.cors_origins",
+            ),
+            (
+                "[sessions]\ncors_origins = [\"app.example\"]",
+                "sessions.cors_origins",
+            ),
+            (
+                "[sessions]\ncors_origins = [\"https://a/path\"]",
+                "sessions.cors_origins",
+            ),
+            ("[ice]\nstun_urls = [\"turn:x\"]", "ice.stun_urls"),
+            ("[ice]\nturn_urls = [\"stun:x:1\"]", "ice.turn_urls"),
+            ("[ice]\nturn_urls = [\"turn:x:1\"]", "ice.turn_urls"),
+            ("[ice]\nturn_secret = \"s\"", "ice.turn_urls"),
+            (
+                "[ice]\nturn_urls = [\"turn:x:1\"]\nturn_username = \"u\"",
+                "ice.turn_credential",
+            ),
+            (
+                "[ice]\nturn_urls = [\"turn:x:1\"]\nturn_secret = \"s\"\nturn_username = \"u\"\nturn_credential = \"c\"",
+                "ice.turn_secret",
+            ),
+            (
+                "[ice]\nturn_urls = [\"turn:x:1\"]\nturn_secret = \"s\"\ncredential_lifetime = 0",
+                "ice.credential_lifetime",
+            ),
+        ] {
+            let message = err(text);
+            assert!(
+                message.starts_with(&format!("{key}: ")),
+                "{text}: {message}"
+            );
+        }
+        Config::from_toml_str(
+            "[ice]\nturn_urls = [\"turns:x:5349\"]\nturn_username = \"u\"\nturn_credential = \"c\"",
+        )
+        .expect("static credentials");
+        Config::from_toml_str("[sessions]\ncors_origins = []\nidle_timeout = 0\nkeepalive = 0")
+            .expect("CORS off, no expiry, no keep-alive");
+    }
+
+    #[test]
+    fn session_and_ice_flags() {
+        let config = Config::load(&cli(&[
+            "--cors_origins",
+            "https://a.example, http://b.example:8080",
+            "--session_idle_timeout",
+            "0.25",
+            "--stun-urls",
+            "stun:127.0.0.1:3478",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            config.sessions.cors_origins,
+            vec!["https://a.example", "http://b.example:8080"]
+        );
+        assert_eq!(config.sessions.idle_timeout, Duration::from_millis(250));
+        assert_eq!(config.ice.stun_urls, vec!["stun:127.0.0.1:3478"]);
+        let none = Config::load(&cli(&["--cors_origins", ""])).expect("valid");
+        assert!(none.sessions.cors_origins.is_empty());
+        // TURN URLs from a flag still need credentials.
+        let message = Config::load(&cli(&["--turn_urls", "turn:127.0.0.1:3478"]))
+            .expect_err("no credentials")
+            .to_string();
+        assert!(message.starts_with("ice.turn_urls: "), "{message}");
     }
 
     #[test]

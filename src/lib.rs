@@ -7,6 +7,8 @@
 //!   outgoing [`queue`] with its own writer.
 //! - One [`router_task`] actor owns the sans-IO [`router::Router`] (the streamer, player and SFU
 //!   tables) and every outgoing queue; it never waits on a socket.
+//! - [`sessions`] is the HTTP + Server-Sent Events front door's sans-IO core (sessions, peers,
+//!   event queues) and the one task that drives it, the router's pattern again.
 //! - [`server`] binds everything, spawns the tasks and owns shutdown.
 //! - [`config`] layers the embedded `signalling.toml`, a `--config` file and flags.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -14,9 +16,11 @@
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod ice;
 pub mod listener;
 pub mod logging;
 pub mod queue;
 pub mod router;
 pub mod router_task;
 pub mod server;
+pub mod sessions;

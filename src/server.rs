@@ -17,9 +17,12 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::connection::{ConnectionSettings, Shared};
+use crate::http::api::Api;
+use crate::ice::{Ice, LiveIce};
 use crate::listener::{self, Acceptor};
-use crate::router::{Role, RouterConfig};
+use crate::router::{IceSource, Role, RouterConfig};
 use crate::router_task;
+use crate::sessions::{self, Limits};
 
 /// How long shutdown waits for connections to finish their close handshakes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -114,6 +117,7 @@ impl Server {
 
     /// Serves until `signal` completes or the shutdown token is cancelled.
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let ice = Arc::new(Ice::new(&self.config.ice));
         let peer_options =
             serde_json::to_string(&self.config.peer_options).map_err(ServerError::PeerOptions)?;
         let peer_options = RawValue::from_string(peer_options).map_err(ServerError::PeerOptions)?;
@@ -122,6 +126,7 @@ impl Server {
             max_players: self.config.max_players,
             player_id_style: self.config.player_id_style,
             player_count: self.config.player_count,
+            ice: (!ice.is_empty()).then(|| Arc::new(LiveIce(ice.clone())) as Arc<dyn IceSource>),
         };
         let shutdown = self.shutdown.clone();
         let (router, router_task) = router_task::spawn(
@@ -129,6 +134,22 @@ impl Server {
             self.config.player_protocol_ping,
             shutdown.clone(),
         );
+        let sessions = &self.config.sessions;
+        let (sessions_handle, sessions_task) = sessions::task::spawn(
+            Limits {
+                max_sessions: sessions.max_sessions,
+                max_peers_per_session: sessions.max_peers_per_session,
+                max_queued_events: sessions.max_queued_events,
+                idle_timeout_ms: u64::try_from(sessions.idle_timeout.as_millis())
+                    .unwrap_or(u64::MAX),
+            },
+            shutdown.clone(),
+        );
+        let api = Api {
+            sessions: sessions_handle,
+            ice,
+            settings: Arc::new(self.config.sessions.clone()),
+        };
         let tracker = TaskTracker::new();
         let acceptor = Acceptor {
             shared: Shared {
@@ -149,7 +170,7 @@ impl Server {
             Role::Sfu,
             acceptor.clone(),
         ));
-        tracker.spawn(crate::http::serve(self.player, acceptor.clone()));
+        tracker.spawn(crate::http::serve(self.player, acceptor.clone(), api));
         drop(acceptor);
 
         tokio::select! {
@@ -165,6 +186,7 @@ impl Server {
             warn!("some connections did not finish closing within {SHUTDOWN_GRACE:?}");
         }
         let _ = router_task.await;
+        let _ = sessions_task.await;
         info!("stopped");
         Ok(())
     }

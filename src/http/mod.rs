@@ -1,5 +1,7 @@
 //! The player port: an HTTP server that upgrades WebSocket requests on any path to the player
-//! protocol and answers other requests (404 for now; later features mount here).
+//! protocol, serves the session API ([`api`]) and answers other requests with 404.
+
+pub mod api;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,15 +26,29 @@ use crate::router::Role;
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub SocketAddr);
 
-/// The player port's routes.
-pub fn app(acceptor: Acceptor) -> axum::Router {
-    axum::Router::new().fallback(fallback).with_state(acceptor)
+/// The player port's routes. A WebSocket upgrade is served before any route, so it works on
+/// every path, the API's included, exactly as without the API.
+pub fn app(acceptor: Acceptor, api: api::Api) -> axum::Router {
+    api::routes(api)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            acceptor,
+            upgrade_first,
+        ))
 }
 
-async fn fallback(State(acceptor): State<Acceptor>, request: Request) -> Response {
+async fn upgrade_first(
+    State(acceptor): State<Acceptor>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
     if is_websocket_upgrade(request.headers()) {
         return upgrade(acceptor, request);
     }
+    next.run(request).await
+}
+
+async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
@@ -102,8 +118,8 @@ fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
 }
 
 /// Serves HTTP on the player port until shutdown.
-pub async fn serve(listener: TcpListener, acceptor: Acceptor) {
-    let app = app(acceptor.clone());
+pub async fn serve(listener: TcpListener, acceptor: Acceptor, api: api::Api) {
+    let app = app(acceptor.clone(), api);
     loop {
         let accepted = tokio::select! {
             () = acceptor.shared.shutdown.cancelled() => break,

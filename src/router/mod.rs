@@ -11,6 +11,7 @@ mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use protocol::close::Close;
 use protocol::{Inbound, PROTOCOL_VERSION, ServerMessage};
@@ -72,6 +73,14 @@ pub enum Output {
     Drop { conn: ConnId },
 }
 
+/// Where per-connection ICE servers come from (`[ice]`). The router asks once per connection,
+/// with the id the connection has when it opens; the source owns the clock and any secret, so
+/// the router stays a pure function of its inputs (tests pass a fixed source).
+pub trait IceSource: fmt::Debug + Send + Sync {
+    /// One `RTCIceServer` entry for the peer known as `id`.
+    fn ice_server(&self, id: &str) -> serde_json::Value;
+}
+
 /// The settings the routing core reads.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -80,6 +89,9 @@ pub struct RouterConfig {
     pub max_players: u32,
     pub player_id_style: PlayerIdStyle,
     pub player_count: bool,
+    /// When set, each `config` message carries this source's entry appended to
+    /// `peerConnectionOptions.iceServers`; when not, every peer gets the same `config`.
+    pub ice: Option<Arc<dyn IceSource>>,
 }
 
 impl Default for RouterConfig {
@@ -91,6 +103,7 @@ impl Default for RouterConfig {
             max_players: 0,
             player_id_style: PlayerIdStyle::Wilbur,
             player_count: true,
+            ice: None,
         }
     }
 }
@@ -169,6 +182,8 @@ pub struct Router {
     config: RouterConfig,
     /// `config` is the same for everyone: serialized once.
     config_message: Utf8Bytes,
+    /// `peer_options` as a map, to merge per-connection ICE servers into (only with `ice`).
+    peer_options_map: serde_json::Map<String, serde_json::Value>,
     identify_message: Utf8Bytes,
     conns: HashMap<ConnId, Peer>,
     /// Entries (streamers and SFUs) in connection order.
@@ -189,9 +204,15 @@ impl Router {
         }
         .to_json()
         .into();
+        let peer_options_map = if config.ice.is_some() {
+            serde_json::from_str(config.peer_options.get()).unwrap_or_default()
+        } else {
+            serde_json::Map::new()
+        };
         Self {
             config,
             config_message,
+            peer_options_map,
             identify_message: ServerMessage::Identify.to_json().into(),
             conns: HashMap::default(),
             table: Vec::new(),
@@ -230,15 +251,10 @@ impl Router {
             warn!(%conn, "connection opened twice; ignored");
             return;
         }
-        self.send_text(conn, self.config_message.clone());
         let peer = match role {
             Role::Streamer => Peer::Streamer(self.new_entry(conn)),
             Role::Player => {
                 self.open_players += 1;
-                if self.config.player_count {
-                    let count = self.open_players;
-                    self.send(conn, &ServerMessage::PlayerCount { count });
-                }
                 Peer::Player(self.new_subscriber(conn))
             }
             Role::Sfu => {
@@ -246,6 +262,12 @@ impl Router {
                 Peer::Sfu(entry, self.new_subscriber(conn))
             }
         };
+        let config = self.config_message_for(&peer);
+        self.send_text(conn, config);
+        if role == Role::Player && self.config.player_count {
+            let count = self.open_players;
+            self.send(conn, &ServerMessage::PlayerCount { count });
+        }
         if matches!(role, Role::Streamer | Role::Sfu) {
             self.send_text(conn, self.identify_message.clone());
         }
@@ -331,6 +353,38 @@ impl Router {
             self.outputs.push_back(Output::Drop { conn });
             self.remove(conn);
         }
+    }
+
+    /// The shared `config` message, or with `ice` one of this peer's own: its ICE server entry
+    /// appended to the configured `iceServers` (created if absent, replaced if not an array).
+    fn config_message_for(&self, peer: &Peer) -> Utf8Bytes {
+        let Some(ice) = &self.config.ice else {
+            return self.config_message.clone();
+        };
+        let id = match peer {
+            Peer::Streamer(e) | Peer::Sfu(e, _) => &e.id,
+            Peer::Player(s) => &s.player_id,
+        };
+        let mut options = self.peer_options_map.clone();
+        let entry = ice.ice_server(id);
+        match options.get_mut("iceServers") {
+            Some(serde_json::Value::Array(servers)) => servers.push(entry),
+            _ => {
+                options.insert(
+                    "iceServers".to_owned(),
+                    serde_json::Value::Array(vec![entry]),
+                );
+            }
+        }
+        let Ok(options) = serde_json::value::to_raw_value(&options) else {
+            return self.config_message.clone();
+        };
+        ServerMessage::Config {
+            peer_connection_options: &options,
+            protocol_version: PROTOCOL_VERSION,
+        }
+        .to_json()
+        .into()
     }
 
     fn pong(&mut self, conn: ConnId, time: Option<&str>) {

@@ -207,6 +207,60 @@ fn config_carries_peer_options_verbatim() {
     );
 }
 
+/// Mints `{"urls":["turn:t"],"username":"<id>"}`: the id shows which peer it was for.
+#[derive(Debug)]
+struct FixedIce;
+
+impl crate::router::IceSource for FixedIce {
+    fn ice_server(&self, id: &str) -> serde_json::Value {
+        serde_json::json!({"urls": ["turn:t"], "username": id})
+    }
+}
+
+#[test]
+fn config_carries_each_peers_own_ice_server_merged_into_peer_options() {
+    let options = r#"{"iceServers":[{"urls":["stun:s"]}],"iceTransportPolicy":"relay"}"#;
+    let mut h = Harness::with(RouterConfig {
+        peer_options: RawValue::from_string(options.to_owned()).unwrap(),
+        ice: Some(std::sync::Arc::new(FixedIce)),
+        ..RouterConfig::default()
+    });
+    let p0 = h.open(Role::Player);
+    let p1 = h.open(Role::Player);
+    let st = h.open(Role::Streamer);
+    let f = h.open(Role::Sfu);
+    let out = h.drain();
+    let config = |id: &str| {
+        format!(
+            r#"{{"type":"config","peerConnectionOptions":{{"iceServers":[{{"urls":["stun:s"]}},{{"urls":["turn:t"],"username":"{id}"}}],"iceTransportPolicy":"relay"}},"protocolVersion":"1.3.0"}}"#
+        )
+    };
+    assert_eq!(
+        texts(&out, p0),
+        [
+            config("Player0"),
+            r#"{"type":"playerCount","count":1}"#.to_owned()
+        ]
+    );
+    assert_eq!(texts(&out, p1)[0], config("Player1"));
+    assert_eq!(
+        texts(&out, st),
+        [config("UnknownStreamer"), IDENTIFY.to_owned()]
+    );
+    assert_eq!(texts(&out, f)[0], config("UnknownStreamer1"));
+
+    // Without iceServers in peer_options, the list is created.
+    let mut h = Harness::with(RouterConfig {
+        ice: Some(std::sync::Arc::new(FixedIce)),
+        ..RouterConfig::default()
+    });
+    let p = h.open(Role::Player);
+    assert_eq!(
+        texts(&h.drain(), p)[0],
+        r#"{"type":"config","peerConnectionOptions":{"iceServers":[{"urls":["turn:t"],"username":"Player0"}]},"protocolVersion":"1.3.0"}"#
+    );
+}
+
 #[test]
 fn sfu_gets_config_then_identify() {
     let mut h = Harness::new();

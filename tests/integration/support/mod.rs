@@ -3,6 +3,8 @@
 //! It never sleeps to synchronise: [`TestPeer::sync`] is a ping→pong round trip.
 
 pub(crate) mod fault_proxy;
+pub(crate) mod http;
+pub(crate) mod turn;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};

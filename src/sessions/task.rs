@@ -1,0 +1,318 @@
+//! The actor that owns the [`Sessions`] core and one bounded channel per open SSE stream. HTTP
+//! handlers reach it through a cloneable [`SessionsHandle`] (commands with oneshot replies). It
+//! never awaits a stream: a stream whose channel is full is ended, and its client's reconnect
+//! with Last-Event-ID replays what it missed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{Event, Limits, Output, Registered, SessionError, Sessions, StreamId};
+
+/// Requests to the sessions task, each with its reply channel.
+#[derive(Debug)]
+enum Command {
+    Register {
+        session: String,
+        peer: String,
+        reply: oneshot::Sender<Result<Registered, SessionError>>,
+    },
+    Unregister {
+        session: String,
+        peer: String,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    OpenStream {
+        session: String,
+        peer: String,
+        last_event_id: Option<u64>,
+        reply: oneshot::Sender<Result<OpenedStream, SessionError>>,
+    },
+    Message {
+        session: String,
+        from: String,
+        target: String,
+        kind: String,
+        payload: Option<Box<RawValue>>,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+}
+
+/// The sessions task has stopped (the server is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server is shutting down")]
+pub struct Unavailable;
+
+/// A request's outcome: refused by the core, or the task is gone.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Refused(#[from] SessionError),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// A freshly opened stream: the backlog to write first, then whatever `events` brings. `events`
+/// ends when the stream is replaced, its peer leaves, or the server stops. Dropping `guard`
+/// (with the response body) tells the task the stream closed.
+#[derive(Debug)]
+pub struct OpenedStream {
+    pub stream: StreamId,
+    pub backlog: Vec<Event>,
+    pub events: mpsc::Receiver<Event>,
+    pub guard: StreamGuard,
+}
+
+/// Reports its stream closed when dropped.
+#[derive(Debug)]
+pub struct StreamGuard {
+    stream: StreamId,
+    // Unbounded because Drop cannot wait; each stream sends at most one id, so its length is
+    // bounded by the number of streams.
+    closed: mpsc::UnboundedSender<StreamId>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let _ = self.closed.send(self.stream);
+    }
+}
+
+/// A cloneable handle to the sessions task.
+#[derive(Debug, Clone)]
+pub struct SessionsHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+/// How many requests may wait for the task.
+const COMMAND_QUEUE: usize = 4096;
+
+impl SessionsHandle {
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, SessionError>>) -> Command,
+    ) -> Result<T, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(command(reply))
+            .await
+            .map_err(|_| Unavailable)?;
+        Ok(answer.await.map_err(|_| Unavailable)??)
+    }
+
+    pub async fn register(&self, session: &str, peer: &str) -> Result<Registered, RequestError> {
+        let (session, peer) = (session.to_owned(), peer.to_owned());
+        self.request(|reply| Command::Register {
+            session,
+            peer,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn unregister(&self, session: &str, peer: &str) -> Result<(), RequestError> {
+        let (session, peer) = (session.to_owned(), peer.to_owned());
+        self.request(|reply| Command::Unregister {
+            session,
+            peer,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn open_stream(
+        &self,
+        session: &str,
+        peer: &str,
+        last_event_id: Option<u64>,
+    ) -> Result<OpenedStream, RequestError> {
+        let (session, peer) = (session.to_owned(), peer.to_owned());
+        self.request(|reply| Command::OpenStream {
+            session,
+            peer,
+            last_event_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn message(
+        &self,
+        session: &str,
+        from: &str,
+        target: String,
+        kind: String,
+        payload: Option<Box<RawValue>>,
+    ) -> Result<(), RequestError> {
+        let (session, from) = (session.to_owned(), from.to_owned());
+        self.request(|reply| Command::Message {
+            session,
+            from,
+            target,
+            kind,
+            payload,
+            reply,
+        })
+        .await
+    }
+}
+
+/// Starts the sessions task. It ends on `shutdown` or when every handle is dropped; its open
+/// streams end with it.
+pub fn spawn(limits: Limits, shutdown: CancellationToken) -> (SessionsHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let task = tokio::spawn(run(limits, rx, shutdown));
+    (SessionsHandle { tx }, task)
+}
+
+struct Task {
+    core: Sessions,
+    streams: HashMap<StreamId, mpsc::Sender<Event>>,
+    stream_capacity: usize,
+    closed_tx: mpsc::UnboundedSender<StreamId>,
+    start: Instant,
+}
+
+impl Task {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = self.now_ms();
+        match command {
+            Command::Register {
+                session,
+                peer,
+                reply,
+            } => {
+                let _ = reply.send(self.core.handle_register(&session, &peer, now));
+            }
+            Command::Unregister {
+                session,
+                peer,
+                reply,
+            } => {
+                let _ = reply.send(self.core.handle_unregister(&session, &peer, now));
+            }
+            Command::OpenStream {
+                session,
+                peer,
+                last_event_id,
+                reply,
+            } => {
+                let opened = self
+                    .core
+                    .handle_open_stream(&session, &peer, last_event_id, now)
+                    .map(|(stream, backlog)| {
+                        let (tx, events) = mpsc::channel(self.stream_capacity);
+                        self.streams.insert(stream, tx);
+                        OpenedStream {
+                            stream,
+                            backlog,
+                            events,
+                            guard: StreamGuard {
+                                stream,
+                                closed: self.closed_tx.clone(),
+                            },
+                        }
+                    });
+                // If the handler is gone, the guard inside drops and reports the close.
+                let _ = reply.send(opened);
+            }
+            Command::Message {
+                session,
+                from,
+                target,
+                kind,
+                payload,
+                reply,
+            } => {
+                let result = self.core.handle_message(
+                    &session,
+                    &from,
+                    &target,
+                    &kind,
+                    payload.as_deref(),
+                    now,
+                );
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Hands every pending output to its stream without waiting.
+    fn dispatch(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Deliver { stream, event } => {
+                    let Some(tx) = self.streams.get(&stream) else {
+                        continue;
+                    };
+                    match tx.try_send(event) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            warn!(%stream, "event stream not keeping up; ending it (the client's reconnect replays)");
+                            self.streams.remove(&stream);
+                            let now = self.now_ms();
+                            self.core.handle_stream_closed(stream, now);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.streams.remove(&stream);
+                            let now = self.now_ms();
+                            self.core.handle_stream_closed(stream, now);
+                        }
+                    }
+                }
+                Output::End { stream } => {
+                    // Dropping the sender ends the response body once its backlog is written.
+                    self.streams.remove(&stream);
+                }
+            }
+        }
+    }
+}
+
+async fn run(limits: Limits, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let ticking = !idle.is_zero();
+    // A quarter of the timeout keeps expiry within 25 % late, between 10 ms and 1 s.
+    let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
+    let mut task = Task {
+        stream_capacity: limits.max_queued_events.max(1),
+        core: Sessions::new(limits),
+        streams: HashMap::new(),
+        closed_tx,
+        start: Instant::now(),
+    };
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            command = rx.recv() => match command {
+                None => break,
+                Some(command) => task.handle(command),
+            },
+            Some(stream) = closed_rx.recv() => {
+                task.streams.remove(&stream);
+                let now = task.now_ms();
+                task.core.handle_stream_closed(stream, now);
+            }
+            _ = ticker.tick(), if ticking => {
+                let now = task.now_ms();
+                task.core.handle_tick(now);
+            }
+        }
+        task.dispatch();
+    }
+    debug!("sessions task ended");
+}
