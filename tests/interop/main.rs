@@ -30,7 +30,12 @@ fn scenario(name: &str) {
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop-screenshots");
     let output = Command::new("node")
         .arg(dir.join("run.mjs"))
-        .args(["--server", env!("CARGO_BIN_EXE_signalling"), "--scenario", name])
+        .args([
+            "--server",
+            env!("CARGO_BIN_EXE_signalling"),
+            "--scenario",
+            name,
+        ])
         .arg("--screenshots")
         .arg(&screenshots)
         .env("WATCHDOG_S", "150")
