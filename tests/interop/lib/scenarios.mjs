@@ -206,7 +206,14 @@ async function maxPlayers(s) {
 async function keepalive(s) {
     await s.openStreamer('StreamerA', 'red');
     const player = await s.openPlayer('player', { streamerId: 'StreamerA', keepaliveMs: 1000 });
-    await s.waitForVideo(player, 'red');
+    try {
+        await s.waitForVideo(player, 'red');
+    } catch (e) {
+        // A drop before the first frames is still a drop: report it as one.
+        const st = await s.state(player);
+        check(st.ws.closes.length === 0, 'keepalive at 1 s: no drop', `closes ${JSON.stringify(st.ws.closes)} before video`);
+        throw e;
+    }
     const start = await s.state(player);
     const pingsAtStart = start.ws.sent.filter(([t]) => t === 'ping').length;
     // Ten more pings take ten seconds; a drop ends the wait early.
