@@ -38,7 +38,7 @@ if (!existsSync(path.join(here, 'node_modules'))) {
     process.exit(2);
 }
 
-const { SCENARIOS, FAULTS, CheckFailure } = await import('./lib/scenarios.mjs');
+const { SCENARIOS, FAULTS, CONTROL, CheckFailure } = await import('./lib/scenarios.mjs');
 const { Session } = await import('./lib/harness.mjs');
 const { startWeb } = await import('./lib/web.mjs');
 
@@ -61,7 +61,7 @@ const summary = (line) => {
 
 const web = await startWeb(['ue5.7', 'ue5.6', 'ue5.5']);
 
-async function runScenario(name, { proxy } = {}) {
+async function runScenario(name, { proxy, expectFailure = false } = {}) {
     const def = SCENARIOS[name];
     const started = Date.now();
     const session = await Session.start({
@@ -78,7 +78,8 @@ async function runScenario(name, { proxy } = {}) {
         await session.stop();
         return { ...result, ms: Date.now() - started, dropped: session.dropped() };
     } catch (e) {
-        if (args.verbose || !(e instanceof CheckFailure)) {
+        // The pages' consoles and the server's log explain a failure (stdout is shown on failure).
+        if (args.verbose || !expectFailure) {
             for (const p of session.pages) {
                 if (p.isClosed()) continue;
                 log(`--- console of ${p.label}`);
@@ -102,10 +103,18 @@ const suiteStart = Date.now();
 log(`screenshots: ${args.screenshots}`);
 for (const name of names) {
     if (name === 'self-check') {
+        const control = `self-check control (${CONTROL.scenario} through the proxy, nothing dropped)`;
+        try {
+            await runScenario(CONTROL.scenario, { proxy: CONTROL.proxy });
+            summary(`ok - ${control}: passed`);
+        } catch (e) {
+            failed += 1;
+            summary(`not ok - ${control}: ${e.message}`);
+        }
         for (const fault of FAULTS) {
             const label = `self-check (${fault.scenario}, ${fault.what})`;
             try {
-                await runScenario(fault.scenario, { proxy: fault.proxy });
+                await runScenario(fault.scenario, { proxy: fault.proxy, expectFailure: true });
                 failed += 1;
                 summary(`not ok - ${label}: the scenario PASSED although the proxy dropped messages`);
             } catch (e) {

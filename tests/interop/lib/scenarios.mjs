@@ -264,7 +264,9 @@ export const SCENARIOS = {
 };
 
 // The self-check: the same scenarios through a fault proxy that drops one message type must fail,
-// and fail on the check that covers that message.
+// and fail on the check that covers that message. A control run through the proxy dropping
+// nothing must pass, so the failures come from the drops, not from the proxy.
+export const CONTROL = { scenario: 'player-leaves', proxy: { streamer: [], player: [] } };
 export const FAULTS = [
     {
         scenario: 'player-leaves',
