@@ -53,6 +53,12 @@ async function threePlayers(s, { screenshotName }) {
             'input reaches the streamer under the player id',
             `under ${id} the streamer got ${JSON.stringify(tokens)}, expected ["input-${i}"]`
         );
+        // Epic's frontend sends RequestInitialSettings (id 7) once it has our Protocol message.
+        check(
+            records[id].dataIds[7] >= 1,
+            'the frontend took the Protocol message',
+            `${id}: no RequestInitialSettings; data channel ids ${JSON.stringify(records[id].dataIds)}`
+        );
         check(
             records[id].layerPreference >= 1,
             'layerPreference reaches the streamer under the player id',
@@ -127,7 +133,11 @@ async function twoStreamers(s) {
         'only the second streamer gets the player',
         `StreamerA saw ${JSON.stringify(a)}, StreamerB saw ${JSON.stringify(b)}, player is ${st.ws.playerId}`
     );
-    return { ttff: { player: st.frames.first }, notes: [`streamerList ${JSON.stringify(list.ids)}, subscribed StreamerB, decoded blue`] };
+    const shot = await s.screenshot(player, 'two-streamers-second');
+    return {
+        ttff: { player: st.frames.first },
+        notes: [`streamerList ${JSON.stringify(list.ids)}, subscribed StreamerB, decoded blue`, `screenshot ${shot}`]
+    };
 }
 
 // The streamer disconnects and comes back with the same id: the player is closed, reconnects by
@@ -164,13 +174,15 @@ async function streamerReconnects(s) {
     const after = await s.waitForVideo(player, 'red', { frames: 20, sinceCount: count, check: 'player gets the stream back without reload' });
     check(after.loadId === before.loadId, 'player gets the stream back without reload', 'the page was reloaded');
     const reconnectTtff = after.frames.firstByConnection[2] - after.ws.opens[1];
+    const shot = await s.screenshot(player, 'streamer-reconnects-after');
     const seen = await streamer.evaluate(() => window.streamer.state.playerConnected);
     check(seen.length === 2 && seen[0] !== seen[1], 'streamer sees the player connect again', `playerConnected ${JSON.stringify(seen)}`);
     return {
         ttff: { player: before.frames.first, 'player after reconnect': reconnectTtff },
         notes: [
             `closed ${closed.code} "${closed.reason}"; reconnected as ${seen[1]} (was ${seen[0]})`,
-            'ttff after reconnect is from the new WebSocket open to the first new frame'
+            'ttff after reconnect is from the new WebSocket open to the first new frame',
+            `screenshot ${shot}`
         ]
     };
 }
