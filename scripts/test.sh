@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: installs the Node packages of Epic's client test and of the Chromium session
-# test from their committed package-lock.json files, coturn and Debian's chromium (skipped when
-# present), then the whole Cargo workspace (unit, property and integration tests).
+# Runs every test: installs what the tests drive, each setup doing nothing when its tools are
+# already there: the Node packages of Epic's client test, of the Chromium session test and of the
+# interop suite from their committed package-lock.json files, coturn, and Debian's chromium;
+# then the whole Cargo workspace (unit, property, integration and interop tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/epic-client/setup.sh
 tests/turn/setup.sh
 tests/sessions-browser/setup.sh
+tests/interop/setup.sh
 cargo test --workspace --locked

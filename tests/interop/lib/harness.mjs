@@ -1,0 +1,219 @@
+// One scenario run: our server on ephemeral ports, the page server, Chromium, optional fault
+// proxies, and helpers that wait for conditions in the pages (never for fixed times).
+import { mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { startServer } from './server.mjs';
+import { launchBrowser } from './browser.mjs';
+import { startFaultProxy } from './proxy.mjs';
+
+// A check that did not hold. `check` names it, so the self-check can tell which one failed.
+export class CheckFailure extends Error {
+    constructor(check, message) {
+        super(`${check}: ${message}`);
+        this.check = check;
+    }
+}
+
+export function check(condition, name, message) {
+    if (!condition) throw new CheckFailure(name, message);
+}
+
+// Background colours of the streamer pattern; the player names the nearest one it decodes.
+export const COLOURS = { red: [208, 40, 40], blue: [40, 80, 216] };
+const hex = (rgb) => '#' + rgb.map((c) => c.toString(16).padStart(2, '0')).join('');
+
+export function nearestColour(rgb) {
+    let best = null;
+    let bestDistance = Infinity;
+    for (const [name, ref] of Object.entries(COLOURS)) {
+        const d = Math.hypot(rgb[0] - ref[0], rgb[1] - ref[1], rgb[2] - ref[2]);
+        if (d < bestDistance) {
+            bestDistance = d;
+            best = name;
+        }
+    }
+    return bestDistance < 60 ? best : `unknown(${rgb.join(',')})`;
+}
+
+// Addresses of this machine: the local end of a selected candidate pair must be one of them.
+function localAddresses() {
+    const out = new Set(['127.0.0.1']);
+    for (const list of Object.values(os.networkInterfaces())) for (const a of list || []) out.add(a.address);
+    return out;
+}
+
+export class Session {
+    constructor({ server, web, browser, log, screenshots, frontend }) {
+        this.server = server;
+        this.web = web;
+        this.browser = browser;
+        this.log = log;
+        this.screenshots = screenshots;
+        this.frontend = frontend;
+        this.proxies = [];
+        this.pages = [];
+        this.ttff = {};
+    }
+
+    static async start({ binary, serverArgs = [], web, log, screenshots, frontend, proxy }) {
+        // A STUN server on a closed loopback port: the pages must drop it (and would reach nothing).
+        const args = ['--peer_options', '{"iceServers":[{"urls":["stun:127.0.0.1:9"]}]}', ...serverArgs];
+        const server = await startServer(binary, args);
+        const browser = await launchBrowser();
+        const session = new Session({ server, web, browser, log, screenshots, frontend });
+        session.streamerUrl = server.streamerUrl;
+        session.playerUrl = server.playerUrl;
+        if (proxy && proxy.streamer) {
+            const p = await startFaultProxy(server.streamerUrl, { drop: proxy.streamer });
+            session.proxies.push(p);
+            session.streamerUrl = p.url;
+        }
+        if (proxy && proxy.player) {
+            const p = await startFaultProxy(server.playerUrl, { drop: proxy.player });
+            session.proxies.push(p);
+            session.playerUrl = p.url;
+        }
+        return session;
+    }
+
+    dropped() {
+        return this.proxies.flatMap((p) => p.dropped);
+    }
+
+    async stop() {
+        await this.browser.close();
+        for (const p of this.proxies) await p.close();
+        const exit = await this.server.stop();
+        check(exit.code === 0, 'server exits cleanly', `server exit ${JSON.stringify(exit)}`);
+    }
+
+    async newPage(label) {
+        const page = await this.browser.context.newPage();
+        page.label = label;
+        page.consoleLines = [];
+        page.on('console', (m) => {
+            page.consoleLines.push(m.text().split('\n')[0].slice(0, 300));
+            if (page.consoleLines.length > 200) page.consoleLines.shift();
+        });
+        page.on('pageerror', (e) => page.consoleLines.push(`pageerror: ${e.message}`));
+        this.pages.push(page);
+        return page;
+    }
+
+    async openStreamer(id, colour) {
+        const page = await this.newPage(`streamer ${id}`);
+        const q = new URLSearchParams({ ws: this.streamerUrl, id, colour: hex(COLOURS[colour]) });
+        await page.goto(`${this.web.base}/streamer.html?${q}`);
+        await this.waitFor(page, (want) => window.streamer.state.committedId === want, id, {
+            what: `streamer ${id} identified (endpointIdConfirm)`
+        });
+        return page;
+    }
+
+    async openPlayer(label, { streamerId, keepaliveMs, frontend = this.frontend } = {}) {
+        const page = await this.newPage(label);
+        const q = new URLSearchParams({ frontend, ss: this.playerUrl });
+        if (streamerId) q.set('StreamerId', streamerId);
+        if (keepaliveMs) q.set('KeepaliveDelay', String(keepaliveMs));
+        await page.goto(`${this.web.base}/player.html?${q}`);
+        await this.waitFor(page, () => !!window.interop, null, { what: `${label}: Epic's frontend loaded` });
+        return page;
+    }
+
+    // Waits until fn(arg) is truthy in the page. On timeout, fails naming what was awaited.
+    async waitFor(page, fn, arg, { what, timeout = 15000, check: name } = {}) {
+        try {
+            await page.waitForFunction(fn, arg, { timeout, polling: 100 });
+        } catch (e) {
+            if (!/Timeout/i.test(String(e && e.message))) throw e;
+            const tail = page.consoleLines.slice(-8).map((l) => `    ${l}`).join('\n');
+            throw new CheckFailure(
+                name || what,
+                `timed out after ${timeout} ms waiting for ${what} (${page.label}); last console lines:\n${tail}`
+            );
+        }
+    }
+
+    state(page) {
+        return page.evaluate(() => window.interop.state);
+    }
+
+    // Waits until the player decodes advancing frames of the given streamer colour, frames counted
+    // from `sinceCount`. Returns the player's state.
+    async waitForVideo(page, colour, { frames = 20, sinceCount = 0, timeout = 20000, check: name } = {}) {
+        const what = `${page.label}: ${frames} decoded frames with the moving ${colour} pattern`;
+        await this.waitFor(
+            page,
+            ({ frames, sinceCount }) => {
+                const f = window.interop.state.frames;
+                const recent = f.samples.filter((s) => s.presented > 0 && s.barX !== null);
+                return f.count >= sinceCount + frames && recent.length >= 3;
+            },
+            { frames, sinceCount },
+            { what, timeout, check: name }
+        );
+        const state = await this.state(page);
+        const samples = state.frames.samples.slice(-5);
+        const colours = [...new Set(samples.map((s) => nearestColour(s.colour)))];
+        check(
+            colours.length === 1 && colours[0] === colour,
+            name || `${page.label} shows the ${colour} streamer`,
+            `decoded colours ${JSON.stringify(colours)}, samples ${JSON.stringify(samples)}`
+        );
+        const positions = new Set(samples.map((s) => s.barX));
+        check(
+            positions.size >= 2,
+            name || `${page.label} video advances`,
+            `the moving bar did not move across the last samples: ${JSON.stringify(samples)}`
+        );
+        const presented = samples.map((s) => s.presented);
+        check(
+            presented[presented.length - 1] > presented[0],
+            name || `${page.label} video advances`,
+            `presentedFrames did not increase: ${presented}`
+        );
+        return state;
+    }
+
+    // Media stays on this machine. Only 127.0.0.1 candidates are signalled, but Chromium also
+    // checks from its other host sockets, so a selected pair is either
+    //   <an address of this machine> → 127.0.0.1 (host), or
+    //   127.0.0.1 → a peer-reflexive candidate: a peer that reached our 127.0.0.1 socket, which
+    //   only a process on this machine can (Chromium hides that address from the page).
+    async checkLoopback(page) {
+        const { pairs, stats } = await page.evaluate(async () => ({
+            pairs: await window.__loopback.selectedPairs(),
+            stats: window.__loopback.stats
+        }));
+        const local = localAddresses();
+        check(pairs.length > 0, `${page.label} media on loopback`, 'no selected candidate pair');
+        const shown = [];
+        for (const p of pairs) {
+            const ok =
+                (p.remote === '127.0.0.1' && p.remoteType === 'host' && local.has(p.local)) ||
+                (p.local === '127.0.0.1' && p.remoteType === 'prflx');
+            const text = `${p.local} → ${p.remote || 'hidden'} (${p.remoteType})`;
+            check(ok, `${page.label} media on loopback`, `selected pair ${text} is not local`);
+            shown.push(text);
+        }
+        check(
+            stats.droppedIceServers > 0 && stats.keptRemote > 0,
+            `${page.label} drops STUN/TURN servers`,
+            `loopback stats ${JSON.stringify(stats)}`
+        );
+        return shown;
+    }
+
+    async screenshot(page, name) {
+        await mkdir(this.screenshots, { recursive: true });
+        const file = path.join(this.screenshots, `${name}.png`);
+        await page.screenshot({ path: file });
+        return file;
+    }
+
+    // The id the server gave this player, as the frontend learnt it from the offer's playerId.
+    async playerId(page) {
+        return page.evaluate(() => window.interop.state.ws.playerId);
+    }
+}

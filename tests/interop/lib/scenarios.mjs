@@ -1,0 +1,297 @@
+// The interop scenarios (issue 6). Each gets a fresh Session (server, Chromium) and returns
+// { ttff: { label: ms }, notes: [...] }; a check that fails throws CheckFailure naming it.
+// Time to first frame (ttff) = from the player page's navigation start to its first decoded frame
+// (requestVideoFrameCallback), unless a note says otherwise.
+import { check, CheckFailure } from './harness.mjs';
+
+const INPUT_TIMEOUT = 10000;
+
+async function ttffOf(page) {
+    return page.evaluate(() => window.interop.state.frames.first);
+}
+
+// Three players on one streamer: every player plays, the streamer saw three distinct
+// playerConnected, and input from each player arrives under that player's id.
+async function threePlayers(s, { screenshotName }) {
+    const streamer = await s.openStreamer('StreamerA', 'red');
+    const players = [];
+    for (const n of [1, 2, 3]) players.push(await s.openPlayer(`player ${n}`, { streamerId: 'StreamerA' }));
+    const ttff = {};
+    for (const p of players) {
+        await s.waitForVideo(p, 'red');
+        ttff[p.label] = await ttffOf(p);
+    }
+    const seen = await streamer.evaluate(() => window.streamer.state.playerConnected);
+    check(
+        seen.length === 3 && new Set(seen).size === 3,
+        'streamer saw three distinct playerConnected',
+        `playerConnected ids: ${JSON.stringify(seen)}`
+    );
+    const ids = [];
+    for (const p of players) ids.push(await s.playerId(p));
+    check(
+        ids.every((id) => seen.includes(id)) && new Set(ids).size === 3,
+        'each player learnt its own id from its offer',
+        `players' ids ${JSON.stringify(ids)}, streamer saw ${JSON.stringify(seen)}`
+    );
+    // Input: a UIInteraction over each player's data channel, carrying a token of its own.
+    for (const [i, p] of players.entries()) {
+        const accepted = await p.evaluate((token) => window.interop.sendInput({ token }), `input-${i}`);
+        check(accepted, 'input reaches the streamer under the player id', `${p.label}: frontend refused to send`);
+    }
+    await s.waitFor(
+        streamer,
+        (ids) => ids.every((id, i) => (window.streamer.state.players[id]?.inputs || []).length > 0),
+        ids,
+        { what: 'a UIInteraction from each of the three players', timeout: INPUT_TIMEOUT, check: 'input reaches the streamer under the player id' }
+    );
+    const records = await streamer.evaluate(() => window.streamer.state.players);
+    for (const [i, id] of ids.entries()) {
+        const tokens = records[id].inputs.map((t) => JSON.parse(t).token);
+        check(
+            tokens.length === 1 && tokens[0] === `input-${i}`,
+            'input reaches the streamer under the player id',
+            `under ${id} the streamer got ${JSON.stringify(tokens)}, expected ["input-${i}"]`
+        );
+        // Epic's frontend sends RequestInitialSettings (id 7) once it has our Protocol message.
+        check(
+            records[id].dataIds[7] >= 1,
+            'the frontend took the Protocol message',
+            `${id}: no RequestInitialSettings; data channel ids ${JSON.stringify(records[id].dataIds)}`
+        );
+        check(
+            records[id].layerPreference >= 1,
+            'layerPreference reaches the streamer under the player id',
+            `${id}: ${JSON.stringify(records[id])}`
+        );
+    }
+    const pairs = [];
+    for (const p of [streamer, ...players]) pairs.push(...(await s.checkLoopback(p)));
+    const shot = await s.screenshot(players[0], screenshotName);
+    return { ttff, notes: [`player ids ${ids.join(', ')}`, `candidate pairs ${[...new Set(pairs)].join('; ')}`, `screenshot ${shot}`] };
+}
+
+// A player closes its page: exactly one playerDisconnected for it; the others keep playing.
+async function playerLeaves(s) {
+    const streamer = await s.openStreamer('StreamerA', 'red');
+    const players = [];
+    for (const n of [1, 2, 3]) players.push(await s.openPlayer(`player ${n}`, { streamerId: 'StreamerA' }));
+    const ttff = {};
+    for (const p of players) {
+        await s.waitForVideo(p, 'red');
+        ttff[p.label] = await ttffOf(p);
+    }
+    const leaving = players[1];
+    const leavingId = await s.playerId(leaving);
+    await leaving.close();
+    await s.waitFor(streamer, (id) => window.streamer.state.playerDisconnected.includes(id), leavingId, {
+        what: `playerDisconnected ${leavingId} at the streamer`,
+        timeout: 5000,
+        check: 'exactly one playerDisconnected for the closed player'
+    });
+    // The others keep playing: 30 more frames each, which also gives a duplicate time to show up.
+    for (const p of [players[0], players[2]]) {
+        const count = (await s.state(p)).frames.count;
+        await s.waitForVideo(p, 'red', { frames: 30, sinceCount: count, check: `${p.label} keeps playing` });
+    }
+    const state = await streamer.evaluate(() => window.streamer.state);
+    const forLeaving = state.playerDisconnected.filter((id) => id === leavingId).length;
+    check(
+        forLeaving === 1 && state.playerDisconnected.length === 1,
+        'exactly one playerDisconnected for the closed player',
+        `playerDisconnected: ${JSON.stringify(state.playerDisconnected)} (closed ${leavingId})`
+    );
+    for (const p of [players[0], players[2]]) {
+        const st = await s.state(p);
+        check(st.ws.closes.length === 0, `${p.label} keeps playing`, `its WebSocket closed: ${JSON.stringify(st.ws.closes)}`);
+    }
+    return { ttff, notes: [`closed ${leavingId}; streamer got playerDisconnected ${JSON.stringify(state.playerDisconnected)}`] };
+}
+
+// Two streamers: the player lists both, subscribes to the second by id, and shows its colour.
+async function twoStreamers(s) {
+    const first = await s.openStreamer('StreamerA', 'red');
+    const second = await s.openStreamer('StreamerB', 'blue');
+    const player = await s.openPlayer('player', { streamerId: 'StreamerB' });
+    await s.waitForVideo(player, 'blue', { check: 'player shows the second streamer' });
+    const st = await s.state(player);
+    const list = st.streamerLists[0];
+    check(
+        list && list.ids.includes('StreamerA') && list.ids.includes('StreamerB'),
+        'player lists both streamers',
+        `streamerList events: ${JSON.stringify(st.streamerLists)}`
+    );
+    check(
+        JSON.stringify(st.ws.subscribed) === '["StreamerB"]',
+        'player subscribes to the second streamer by id',
+        `subscribes sent: ${JSON.stringify(st.ws.subscribed)}`
+    );
+    const a = await first.evaluate(() => window.streamer.state.playerConnected);
+    const b = await second.evaluate(() => window.streamer.state.playerConnected);
+    check(
+        a.length === 0 && b.length === 1 && b[0] === st.ws.playerId,
+        'only the second streamer gets the player',
+        `StreamerA saw ${JSON.stringify(a)}, StreamerB saw ${JSON.stringify(b)}, player is ${st.ws.playerId}`
+    );
+    const shot = await s.screenshot(player, 'two-streamers-second');
+    return {
+        ttff: { player: st.frames.first },
+        notes: [`streamerList ${JSON.stringify(list.ids)}, subscribed StreamerB, decoded blue`, `screenshot ${shot}`]
+    };
+}
+
+// The streamer disconnects and comes back with the same id: the player is closed, reconnects by
+// itself (Epic's frontend retries after 2 s) and plays again, without a page reload.
+async function streamerReconnects(s) {
+    const streamer = await s.openStreamer('StreamerA', 'red');
+    const player = await s.openPlayer('player', { streamerId: 'StreamerA' });
+    await s.waitForVideo(player, 'red');
+    const before = await s.state(player);
+    await streamer.evaluate(() => window.streamer.disconnect());
+    await s.waitFor(player, () => window.interop.state.ws.closes.length === 1, null, {
+        what: 'the server closes the player when its streamer leaves',
+        timeout: 5000
+    });
+    const closed = (await s.state(player)).ws.closes[0];
+    check(
+        closed.code === 1000 && closed.reason === 'streamer disconnected',
+        'player closed with 1000 "streamer disconnected"',
+        `close ${JSON.stringify(closed)}`
+    );
+    await streamer.evaluate(() => window.streamer.reconnect());
+    await s.waitFor(streamer, () => window.streamer.state.connections === 2 && window.streamer.state.received.filter((t) => t === 'endpointIdConfirm').length === 2, null, {
+        what: 'streamer re-identified'
+    });
+    const committed = await streamer.evaluate(() => window.streamer.state.committedId);
+    check(committed === 'StreamerA', 'streamer gets its id back', `committed ${committed}`);
+    await s.waitFor(
+        player,
+        () => window.interop.state.ws.opens.length === 2 && window.interop.state.frames.firstByConnection[2] !== undefined,
+        null,
+        { what: 'the frontend reconnects on its own and decodes a frame again', timeout: 20000, check: 'player gets the stream back without reload' }
+    );
+    const count = (await s.state(player)).frames.count;
+    const after = await s.waitForVideo(player, 'red', { frames: 20, sinceCount: count, check: 'player gets the stream back without reload' });
+    check(after.loadId === before.loadId, 'player gets the stream back without reload', 'the page was reloaded');
+    const reconnectTtff = after.frames.firstByConnection[2] - after.ws.opens[1];
+    const shot = await s.screenshot(player, 'streamer-reconnects-after');
+    const seen = await streamer.evaluate(() => window.streamer.state.playerConnected);
+    check(seen.length === 2 && seen[0] !== seen[1], 'streamer sees the player connect again', `playerConnected ${JSON.stringify(seen)}`);
+    return {
+        ttff: { player: before.frames.first, 'player after reconnect': reconnectTtff },
+        notes: [
+            `closed ${closed.code} "${closed.reason}"; reconnected as ${seen[1]} (was ${seen[0]})`,
+            'ttff after reconnect is from the new WebSocket open to the first new frame',
+            `screenshot ${shot}`
+        ]
+    };
+}
+
+// max_players = 1: the second player gets subscribeFailed and no video; the first keeps playing.
+async function maxPlayers(s) {
+    const streamer = await s.openStreamer('StreamerA', 'red');
+    const first = await s.openPlayer('player 1', { streamerId: 'StreamerA' });
+    await s.waitForVideo(first, 'red');
+    const second = await s.openPlayer('player 2', { streamerId: 'StreamerA' });
+    await s.waitFor(second, () => window.interop.state.subscribeFailed.length > 0, null, {
+        what: "the frontend's subscribeFailed event",
+        timeout: 10000,
+        check: 'second player gets subscribeFailed'
+    });
+    const count = (await s.state(first)).frames.count;
+    await s.waitForVideo(first, 'red', { frames: 30, sinceCount: count, check: 'first player keeps playing' });
+    const st2 = await s.state(second);
+    check(
+        /full/.test(st2.subscribeFailed[0]),
+        'second player gets subscribeFailed',
+        `subscribeFailed ${JSON.stringify(st2.subscribeFailed)}`
+    );
+    check(st2.frames.count === 0, 'second player gets no video', `it decoded ${st2.frames.count} frames`);
+    const seen = await streamer.evaluate(() => window.streamer.state.playerConnected);
+    check(seen.length === 1, 'streamer sees only the first player', `playerConnected ${JSON.stringify(seen)}`);
+    const st1 = await s.state(first);
+    check(st1.ws.closes.length === 0, 'first player keeps playing', `closes ${JSON.stringify(st1.ws.closes)}`);
+    return { ttff: { 'player 1': st1.frames.first }, notes: [`player 2: subscribeFailed "${st2.subscribeFailed[0]}", 0 frames`] };
+}
+
+// The frontend's keepalive at 1 s: ten pings answered, no drop, video still advancing.
+async function keepalive(s) {
+    await s.openStreamer('StreamerA', 'red');
+    const player = await s.openPlayer('player', { streamerId: 'StreamerA', keepaliveMs: 1000 });
+    try {
+        await s.waitForVideo(player, 'red');
+    } catch (e) {
+        // A drop before the first frames is still a drop: report it as one.
+        const st = await s.state(player);
+        check(st.ws.closes.length === 0, 'keepalive at 1 s: no drop', `closes ${JSON.stringify(st.ws.closes)} before video`);
+        throw e;
+    }
+    const start = await s.state(player);
+    const pingsAtStart = start.ws.sent.filter(([t]) => t === 'ping').length;
+    // Ten more pings take ten seconds; a drop ends the wait early.
+    await s.waitFor(
+        player,
+        (n) => {
+            const st = window.interop.state;
+            return st.ws.closes.length > 0 || st.ws.sent.filter(([t]) => t === 'ping').length >= n + 10;
+        },
+        pingsAtStart,
+        { what: 'ten keepalive pings', timeout: 20000 }
+    );
+    const st = await s.state(player);
+    check(
+        st.ws.closes.length === 0 && st.ws.opens.length === 1 && st.disconnects.length === 0,
+        'keepalive at 1 s: no drop',
+        `closes ${JSON.stringify(st.ws.closes)}, disconnects ${JSON.stringify(st.disconnects)}`
+    );
+    const pings = st.ws.sent.filter(([t]) => t === 'ping');
+    const pongs = st.ws.received.filter(([t]) => t === 'pong');
+    check(pongs.length >= pings.length - 1, 'keepalive at 1 s: every ping answered', `${pings.length} pings, ${pongs.length} pongs`);
+    const span = pings[pings.length - 1][1] - start.frames.first;
+    check(span >= 9000, 'keepalive at 1 s: ran 10 s', `only ${span} ms of pings`);
+    await s.waitForVideo(player, 'red', { frames: 20, sinceCount: st.frames.count, check: 'keepalive at 1 s: video still advancing' });
+    return { ttff: { player: start.frames.first }, notes: [`${pings.length} pings, ${pongs.length} pongs over ${span} ms, no close`] };
+}
+
+export const SCENARIOS = {
+    'three-players': {
+        title: '1. one streamer, three players (ue5.7)',
+        run: (s) => threePlayers(s, { screenshotName: 'three-players-ue5.7' })
+    },
+    'three-players-ue5.6': {
+        title: '1. one streamer, three players (ue5.6 frontend)',
+        frontend: 'ue5.6',
+        run: (s) => threePlayers(s, { screenshotName: 'three-players-ue5.6' })
+    },
+    'three-players-ue5.5': {
+        title: '1. one streamer, three players (ue5.5 frontend)',
+        frontend: 'ue5.5',
+        run: (s) => threePlayers(s, { screenshotName: 'three-players-ue5.5' })
+    },
+    'player-leaves': { title: '2. a player closes its page', run: playerLeaves },
+    'two-streamers': { title: '3. two streamers, subscribe to the second by id', run: twoStreamers },
+    'streamer-reconnects': { title: '4. streamer disconnects and reconnects with the same id', run: streamerReconnects },
+    'max-players': { title: '5. max_players = 1', serverArgs: ['--max_players', '1'], run: maxPlayers },
+    keepalive: { title: '6. frontend keepalive at 1 s for 10 s', run: keepalive }
+};
+
+// The self-check: the same scenarios through a fault proxy that drops one message type must fail,
+// and fail on the check that covers that message. A control run through the proxy dropping
+// nothing must pass, so the failures come from the drops, not from the proxy.
+export const CONTROL = { scenario: 'player-leaves', proxy: { streamer: [], player: [] } };
+export const FAULTS = [
+    {
+        scenario: 'player-leaves',
+        proxy: { streamer: ['playerDisconnected'] },
+        expect: 'exactly one playerDisconnected for the closed player',
+        what: 'playerDisconnected dropped on its way to the streamer'
+    },
+    {
+        scenario: 'keepalive',
+        proxy: { player: ['pong'] },
+        expect: 'keepalive at 1 s: no drop',
+        what: 'pong dropped on its way to the player'
+    }
+];
+
+export { CheckFailure };
