@@ -2,6 +2,7 @@
 //! protocol, serves the session API ([`api`]) and answers other requests with 404.
 
 pub mod api;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,10 +12,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -134,23 +137,97 @@ pub async fn serve(listener: TcpListener, acceptor: Acceptor, api: api::Api) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let shutdown = acceptor.shared.shutdown.clone();
-        acceptor.tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(RemoteAddr(remote));
-                app.clone().oneshot(request.map(Body::new))
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(UPGRADE_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                r = connection.as_mut() => if let Err(e) = r { debug!(%remote, "HTTP connection ended: {e}"); },
-                () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+        acceptor
+            .tracker
+            .spawn(serve_socket(stream, remote, app.clone(), acceptor.clone()));
+    }
+}
+
+/// One player-port connection: a WebSocket upgrade becomes a player connection directly (see
+/// [`upgrade`]); anything else is served by hyper and the routes of [`app`].
+async fn serve_socket(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    app: axum::Router,
+    acceptor: Acceptor,
+) {
+    let shutdown = acceptor.shared.shutdown.clone();
+    let mut head = Vec::with_capacity(1024);
+    let read = tokio::select! {
+        () = shutdown.cancelled() => return,
+        read = tokio::time::timeout(UPGRADE_TIMEOUT, upgrade::read_head(&mut stream, &mut head)) => read,
+    };
+    let head_kind = match read {
+        Ok(Ok(Some(kind))) => kind,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            debug!(%remote, "reading the request failed: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(%remote, "no complete request within {UPGRADE_TIMEOUT:?}; dropped");
+            return;
+        }
+    };
+    match head_kind {
+        upgrade::Head::Upgrade { response, head_len } => {
+            if let Err(e) = stream.write_all(response.as_bytes()).await {
+                debug!(%remote, "player upgrade failed: {e}");
+                return;
             }
+            let early_frames = head.split_off(head_len.min(head.len()));
+            drop(head);
+            let config = acceptor.shared.settings.websocket_config();
+            let ws = WebSocketStream::from_partially_read(
+                stream,
+                early_frames,
+                WsRole::Server,
+                Some(config),
+            )
+            .await;
+            let conn = acceptor.next_conn_id();
+            connection::run(ws, conn, Role::Player, remote, acceptor.shared).await;
+        }
+        upgrade::Head::Reject(reason) => {
+            debug!(%remote, "refused upgrade: {}", reason.trim_end());
+            let _ = stream
+                .write_all(upgrade::bad_request(reason).as_bytes())
+                .await;
+            let _ = stream.shutdown().await;
+        }
+        upgrade::Head::Other => {
+            // Boxed: hyper's connection future is large, and inline it would make every player
+            // connection's task as big as an HTTP one.
+            Box::pin(serve_http(
+                upgrade::Rewind::new(head, stream),
+                remote,
+                app,
+                shutdown,
+            ))
+            .await;
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one connection (the session API, 404s, and upgrades that follow another
+/// request on a kept-alive connection) until it ends or the server shuts down.
+async fn serve_http<S>(io: S, remote: SocketAddr, app: axum::Router, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(RemoteAddr(remote));
+            app.clone().oneshot(request.map(Body::new))
         });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(UPGRADE_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        r = connection.as_mut() => if let Err(e) = r { debug!(%remote, "HTTP connection ended: {e}"); },
+        () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
     }
 }
