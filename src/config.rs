@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 const EMBEDDED: &str = include_str!("../signalling.toml");
 
 /// Every configuration key, in `signalling.toml` order.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "bind_address",
     "streamer_port",
     "player_port",
@@ -29,6 +29,7 @@ pub const KEYS: [&str; 17] = [
     "player_protocol_ping",
     "max_message_size",
     "max_queued_messages",
+    "worker_threads",
     "log_level",
     "console_messages",
     "sessions",
@@ -59,6 +60,8 @@ pub const MIN_MAX_MESSAGE_SIZE: usize = 1024;
 /// Above this a queue bounds nothing useful (with 1 MiB messages it is already more memory than a
 /// host has for one connection), and tokio's bounded channels panic on absurd capacities.
 pub const MAX_MAX_QUEUED_MESSAGES: usize = 1 << 20;
+/// More async worker threads than this is a configuration mistake.
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 /// Longest accepted interval or timeout: 24 h. Longer is "off" in practice (use 0 for that), and
 /// absurd values would overflow `Instant` arithmetic in the timers.
@@ -85,6 +88,9 @@ pub struct Config {
     pub player_protocol_ping: Duration,
     pub max_message_size: usize,
     pub max_queued_messages: usize,
+    /// Async worker threads; 0 means one per CPU the process may run on. One (given, or counted
+    /// on a single CPU) selects tokio's single-threaded scheduler.
+    pub worker_threads: usize,
     pub log_level: LogLevel,
     pub console_messages: ConsoleMessages,
     /// The HTTP + SSE session API (`[sessions]`).
@@ -237,6 +243,8 @@ pub enum ConfigError {
         max = MAX_MAX_QUEUED_MESSAGES
     )]
     MaxQueuedMessagesTooLarge(usize),
+    #[error("worker_threads is {0}; the most allowed is {max}", max = MAX_WORKER_THREADS)]
+    WorkerThreadsTooMany(usize),
     /// A `[sessions]` or `[ice]` value out of range or inconsistent; names the key.
     #[error("{key}: {problem}")]
     Section { key: &'static str, problem: String },
@@ -368,6 +376,15 @@ pub struct Cli {
     )]
     pub max_queued_messages: Option<usize>,
 
+    /// Async worker threads; 0 is one per CPU the process may use [default: 0].
+    #[arg(
+        long = "worker_threads",
+        alias = "worker-threads",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub worker_threads: Option<usize>,
+
     /// Log level; RUST_LOG overrides it [default: info].
     #[arg(
         long = "log_level",
@@ -484,6 +501,9 @@ impl Config {
                 self.max_queued_messages,
             ));
         }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(ConfigError::WorkerThreadsTooMany(self.worker_threads));
+        }
         self.sessions.validate()?;
         self.ice.validate()?;
         // peer_options needs no check here: its type is a JSON object, and every way in
@@ -510,6 +530,7 @@ impl Cli {
             player_protocol_ping: self.player_protocol_ping,
             max_message_size: self.max_message_size,
             max_queued_messages: self.max_queued_messages,
+            worker_threads: self.worker_threads,
             log_level: self.log_level,
             console_messages: self.console_messages,
             sessions: Some(SessionsLayer {
@@ -567,6 +588,7 @@ struct Layer {
     player_protocol_ping: Option<Duration>,
     max_message_size: Option<usize>,
     max_queued_messages: Option<usize>,
+    worker_threads: Option<usize>,
     log_level: Option<LogLevel>,
     console_messages: Option<ConsoleMessages>,
     sessions: Option<SessionsLayer>,
@@ -833,6 +855,7 @@ impl Layer {
             player_protocol_ping: top.player_protocol_ping.or(self.player_protocol_ping),
             max_message_size: top.max_message_size.or(self.max_message_size),
             max_queued_messages: top.max_queued_messages.or(self.max_queued_messages),
+            worker_threads: top.worker_threads.or(self.worker_threads),
             log_level: top.log_level.or(self.log_level),
             console_messages: top.console_messages.or(self.console_messages),
             sessions: overlay_section(self.sessions, top.sessions, SessionsLayer::overlay),
@@ -856,6 +879,7 @@ impl Layer {
             player_protocol_ping: get(self.player_protocol_ping, "player_protocol_ping")?,
             max_message_size: get(self.max_message_size, "max_message_size")?,
             max_queued_messages: get(self.max_queued_messages, "max_queued_messages")?,
+            worker_threads: get(self.worker_threads, "worker_threads")?,
             log_level: get(self.log_level, "log_level")?,
             console_messages: get(self.console_messages, "console_messages")?,
             sessions: get(self.sessions, "sessions")?.build()?,
@@ -1013,6 +1037,7 @@ mod tests {
         assert_eq!(config.player_protocol_ping, Duration::ZERO);
         assert_eq!(config.max_message_size, 1_048_576);
         assert_eq!(config.max_queued_messages, 4096);
+        assert_eq!(config.worker_threads, 0);
         assert_eq!(config.log_level, LogLevel::Info);
         assert_eq!(config.console_messages, ConsoleMessages::Off);
         assert_eq!(Config::default(), config);
@@ -1275,6 +1300,8 @@ mod tests {
         assert!(err("max_queued_messages = 0").contains("max_queued_messages"));
         Config::from_toml_str("max_queued_messages = 1").expect("lower bound");
         assert!(err("max_queued_messages = 1048577").contains("max_queued_messages"));
+        assert!(err("worker_threads = 1025").contains("worker_threads"));
+        Config::from_toml_str("worker_threads = 1024").expect("upper bound");
     }
 
     #[test]
@@ -1350,6 +1377,8 @@ mod tests {
             "2048",
             "--max_queued_messages",
             "8",
+            "--worker-threads",
+            "1",
             "--log-level",
             "trace",
             "--console-messages",
@@ -1369,6 +1398,7 @@ mod tests {
         assert_eq!(config.player_protocol_ping, Duration::from_millis(1500));
         assert_eq!(config.max_message_size, 2048);
         assert_eq!(config.max_queued_messages, 8);
+        assert_eq!(config.worker_threads, 1);
         assert_eq!(config.log_level, LogLevel::Trace);
         assert_eq!(config.console_messages, ConsoleMessages::Off);
     }

@@ -19,10 +19,9 @@ fn main() -> ExitCode {
     };
     signalling::logging::init(config.log_level);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let (mut builder, threads) = runtime_builder(config.worker_threads);
+    tracing::info!("running on {threads} worker thread(s)");
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -35,5 +34,22 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The async runtime for `worker_threads` (0: one per CPU this process may run on), and its
+/// thread count. On one thread the single-threaded scheduler does the same work with no
+/// cross-thread handoffs.
+fn runtime_builder(worker_threads: usize) -> (tokio::runtime::Builder, usize) {
+    let threads = match worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    if threads == 1 {
+        (tokio::runtime::Builder::new_current_thread(), 1)
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        (builder, threads)
     }
 }

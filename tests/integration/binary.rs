@@ -27,6 +27,20 @@ type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
 /// Starts the binary on loopback ephemeral ports; returns it, its stderr lines, and the
 /// streamer and player addresses it logged.
 async fn start(extra: &[&str]) -> (tokio::process::Child, Lines, SocketAddr, SocketAddr) {
+    let (child, lines, streamer, player, _) = start_logged(extra).await;
+    (child, lines, streamer, player)
+}
+
+/// [`start`], also returning the log lines up to the last address.
+async fn start_logged(
+    extra: &[&str],
+) -> (
+    tokio::process::Child,
+    Lines,
+    SocketAddr,
+    SocketAddr,
+    Vec<String>,
+) {
     let mut child = binary()
         .args(["--bind_address", "127.0.0.1", "--streamer_port", "0"])
         .args([
@@ -44,17 +58,20 @@ async fn start(extra: &[&str]) -> (tokio::process::Child, Lines, SocketAddr, Soc
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
     let (mut streamer, mut player, mut sfu) = (None, None, None);
+    let mut seen = Vec::new();
     while streamer.is_none() || player.is_none() || sfu.is_none() {
         let line = next_line(&mut lines).await;
         streamer = streamer.or(listening_addr(&line, "streamer"));
         player = player.or(listening_addr(&line, "player"));
         sfu = sfu.or(listening_addr(&line, "SFU"));
+        seen.push(line);
     }
     (
         child,
         lines,
         streamer.expect("streamer"),
         player.expect("player"),
+        seen,
     )
 }
 
@@ -100,12 +117,39 @@ async fn bad_input_warning_names_the_connection_role_and_reason() {
 
 #[tokio::test]
 async fn sigterm_closes_every_connection_1012_and_exits_0() {
-    let (mut child, mut lines, streamer, player) = start(&[]).await;
+    sigterm_flow(&["--worker_threads", "2"], 2).await;
+}
+
+#[tokio::test]
+async fn the_single_threaded_scheduler_serves_and_shuts_down_the_same() {
+    sigterm_flow(&["--worker_threads", "1"], 1).await;
+}
+
+/// Starts the binary with `extra` flags (it must log `threads` worker threads), connects a
+/// streamer and a player (the player's answer reaches the streamer), then SIGTERM: both get
+/// 1012 and the process exits 0.
+async fn sigterm_flow(extra: &[&str], threads: usize) {
+    let (mut child, mut lines, streamer, player, seen) = start_logged(extra).await;
+    let running = format!("running on {threads} worker thread(s)");
+    assert!(
+        seen.iter().any(|l| l.contains(&running)),
+        "no `{running}` in {seen:#?}"
+    );
     let mut st = TestPeer::connect(streamer, "streamer").await;
     st.expect_text(CONFIG).await;
     st.expect_type("identify").await;
     let mut p = TestPeer::connect(player, "player").await;
     p.expect_text(CONFIG).await;
+    st.endpoint_id("S").await;
+    p.subscribe("S").await;
+    let connected = st.expect_type("playerConnected").await;
+    let player_id = connected["playerId"]
+        .as_str()
+        .expect("a player id")
+        .to_owned();
+    p.send_json(r#"{"type":"answer","sdp":"x"}"#).await;
+    let answer = st.expect_type("answer").await;
+    assert_eq!(answer["playerId"], player_id.as_str());
     p.sync().await;
     st.sync().await;
 
