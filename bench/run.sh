@@ -7,8 +7,59 @@
 #   bench/run.sh                       # all scenarios, 3 runs each
 #   RUNS=1 bench/run.sh churn relay    # only scenarios whose name starts with these words
 #   SERVER=/path/to/other/server bench/run.sh   # same scenarios against another build
+#   bench/run.sh --table FILE          # the medians table of JSON lines saved earlier
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+table() {
+  python3 - "$1" <<'PY'
+import json, statistics, sys
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+def get(d, path):
+    for k in path.split("."):
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+# (figure, path in the JSON line, scale, decimals)
+figures = {
+    "connect": [("connections/s", "results.connections_per_s", 1, 0),
+                ("connect→config p99 ms", "results.latency_us.p99", 1e-3, 1),
+                ("server CPU µs/connection", "results.server_cpu_us_per_connection", 1, 1),
+                ("server KiB/idle connection", "results.kib_per_idle_connection", 1, 2)],
+    "subscribe": [("negotiations/s", "results.negotiations_per_s", 1, 0),
+                  ("negotiation p99 ms", "results.latency_us.p99", 1e-3, 1),
+                  ("server CPU µs/negotiation", "results.server_cpu_us_per_negotiation", 1, 1)],
+    "relay": [("messages/s (both ways)", "results.messages_per_s", 1, 0),
+              ("one-way p99 ms, player→streamer", "results.up.latency_us.p99", 1e-3, 2),
+              ("one-way p99 ms, streamer→player", "results.down.latency_us.p99", 1e-3, 2),
+              ("server CPU µs/message", "results.server_cpu_us_per_message", 1, 2)],
+    "churn": [("join/leave cycles/s", "results.cycles_per_s", 1, 0),
+              ("server CPU µs/cycle", "results.server_cpu_us_per_cycle", 1, 1)],
+}
+groups = {}
+for r in rows:
+    p = r["params"]
+    label = r["scenario"]
+    if label == "relay":
+        label += f" at {p['rate']} msg/s" if p["rate"] else f" flat out (window {p['window']})"
+    groups.setdefault(label, []).append(r)
+print("\n| scenario | figure | median | runs | lost |")
+print("|---|---|---|---|---|")
+for label, rs in groups.items():
+    lost = sum(r["lost"] + r["unexpected"] + r["failed"] for r in rs)
+    for name, path, scale, decimals in figures[rs[0]["scenario"]]:
+        vals = [v * scale for v in (get(r, path) for r in rs) if v is not None]
+        if vals:
+            runs = ", ".join(f"{v:.{decimals}f}" for v in vals)
+            median = statistics.median(vals)
+            print(f"| {label} | {name} | {median:.{decimals}f} | {runs} | {lost} |")
+PY
+}
+
+if [ "${1:-}" = --table ]; then
+  table "$2"
+  exit
+fi
 
 RUNS=${RUNS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -77,47 +128,6 @@ for scenario in "${scenarios[@]}"; do
   done
 done
 
-python3 - "$results.new" <<'PY'
-import json, statistics, sys
-
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-def get(d, path):
-    for k in path.split("."):
-        d = d.get(k) if isinstance(d, dict) else None
-    return d
-# (figure, path in the JSON line, scale, decimals)
-figures = {
-    "connect": [("connections/s", "results.connections_per_s", 1, 0),
-                ("connect→config p99 ms", "results.latency_us.p99", 1e-3, 1),
-                ("server CPU µs/connection", "results.server_cpu_us_per_connection", 1, 1),
-                ("server KiB/idle connection", "results.kib_per_idle_connection", 1, 2)],
-    "subscribe": [("negotiations/s", "results.negotiations_per_s", 1, 0),
-                  ("negotiation p99 ms", "results.latency_us.p99", 1e-3, 1),
-                  ("server CPU µs/negotiation", "results.server_cpu_us_per_negotiation", 1, 1)],
-    "relay": [("messages/s (both ways)", "results.messages_per_s", 1, 0),
-              ("one-way p99 ms, player→streamer", "results.up.latency_us.p99", 1e-3, 2),
-              ("one-way p99 ms, streamer→player", "results.down.latency_us.p99", 1e-3, 2),
-              ("server CPU µs/message", "results.server_cpu_us_per_message", 1, 2)],
-    "churn": [("join/leave cycles/s", "results.cycles_per_s", 1, 0),
-              ("server CPU µs/cycle", "results.server_cpu_us_per_cycle", 1, 1)],
-}
-groups = {}
-for r in rows:
-    p = r["params"]
-    label = r["scenario"]
-    if label == "relay":
-        label += f" at {p['rate']} msg/s" if p["rate"] else f" flat out (window {p['window']})"
-    groups.setdefault(label, []).append(r)
-print("\n| scenario | figure | median | runs | lost |")
-print("|---|---|---|---|---|")
-for label, rs in groups.items():
-    lost = sum(r["lost"] + r["unexpected"] + r["failed"] for r in rs)
-    for name, path, scale, decimals in figures[rs[0]["scenario"]]:
-        vals = [v * scale for v in (get(r, path) for r in rs) if v is not None]
-        if vals:
-            runs = ", ".join(f"{v:.{decimals}f}" for v in vals)
-            median = statistics.median(vals)
-            print(f"| {label} | {name} | {median:.{decimals}f} | {runs} | {lost} |")
-PY
+table "$results.new"
 rm -f "$results.new"
 exit "$failed"
