@@ -67,9 +67,18 @@ fn classify(err: serde_json::Error) -> ParseError {
     }
 }
 
+/// Up to this many members, repeated keys are looked for by comparing each key with those
+/// before it (no allocation, no hashing); above it, with a hash map.
+const SMALL_OBJECT: usize = 16;
+
 /// `JSON.parse` semantics for repeated keys: first position, last value.
 fn dedupe(mut members: Members<'_>) -> Members<'_> {
-    if members.len() < 2 {
+    let n = members.len();
+    if n < 2 {
+        return members;
+    }
+    // Signalling messages have a handful of distinct keys: check that cheaply first.
+    if n <= SMALL_OBJECT && !(1..n).any(|i| members[..i].iter().any(|(k, _)| *k == members[i].0)) {
         return members;
     }
     let mut first: HashMap<Cow<'_, str>, usize> = HashMap::with_capacity(members.len());
@@ -406,6 +415,11 @@ mod tests {
     fn repeated_keys_keep_first_place_and_last_value() {
         let r = relay(r#"{"a":1,"b":2,"a":3}"#);
         assert_eq!(r.as_str(), r#"{"a":3,"b":2}"#);
+        // Past the small-object scan, the same through the hash map.
+        let keys: Vec<String> = (0..20).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let r = relay(&format!("{{{},\"k3\":\"last\"}}", keys.join(",")));
+        let expected = keys.join(",").replace(r#""k3":3"#, r#""k3":"last""#);
+        assert_eq!(r.as_str(), format!("{{{expected}}}"));
     }
 
     #[test]
