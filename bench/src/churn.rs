@@ -56,15 +56,7 @@ async fn streamer_loop(
     let mut players: HashMap<String, PlayerSeen> = HashMap::new();
     let offer_sdp = sdp(sdp_bytes, None);
     let mut messages = UntilStopped::new(stop);
-    while let Some(v) = messages.next(&mut ws).await {
-        let v = match v {
-            Ok(v) => v,
-            Err(e) => {
-                counts.failed += 1;
-                eprintln!("churn: streamer: {e:#}");
-                break;
-            }
-        };
+    while let Some(v) = messages.next(&mut ws, "churn: streamer", &mut counts).await {
         let Some(id) = v.get("playerId").and_then(Value::as_str).map(str::to_owned) else {
             counts.unexpected += 1;
             eprintln!("churn: streamer: unexpected {v}");

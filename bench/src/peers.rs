@@ -107,8 +107,25 @@ impl UntilStopped {
         }
     }
 
-    /// The next message; None once the pong after the stop arrived.
-    pub(crate) async fn next(&mut self, ws: &mut Ws) -> Option<Result<Value>> {
+    /// The next message; None once the pong after the stop arrived, or after a failure, which
+    /// is counted in `counts` and reported under `who`.
+    pub(crate) async fn next(
+        &mut self,
+        ws: &mut Ws,
+        who: &str,
+        counts: &mut Counts,
+    ) -> Option<Value> {
+        match self.next_result(ws).await? {
+            Ok(v) => Some(v),
+            Err(e) => {
+                counts.failed += 1;
+                eprintln!("{who}: {e:#}");
+                None
+            }
+        }
+    }
+
+    async fn next_result(&mut self, ws: &mut Ws) -> Option<Result<Value>> {
         loop {
             let wait = if self.stopping {
                 util::recv_timeout()

@@ -71,15 +71,7 @@ async fn streamer_loop(
         eprintln!("streamer: unexpected {why}");
     };
     let mut messages = UntilStopped::new(stop);
-    while let Some(v) = messages.next(&mut ws).await {
-        let v = match v {
-            Ok(v) => v,
-            Err(e) => {
-                counts.failed += 1;
-                eprintln!("streamer: {e:#}");
-                break;
-            }
-        };
+    while let Some(v) = messages.next(&mut ws, "streamer", &mut counts).await {
         let Some(id) = v.get("playerId").and_then(Value::as_str).map(str::to_owned) else {
             unexpected(format!("message without playerId: {v}"), &mut counts);
             continue;
