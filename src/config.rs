@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 const EMBEDDED: &str = include_str!("../signalling.toml");
 
 /// Every configuration key, in `signalling.toml` order.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 20] = [
     "bind_address",
     "streamer_port",
     "player_port",
@@ -29,6 +29,8 @@ pub const KEYS: [&str; 18] = [
     "player_protocol_ping",
     "max_message_size",
     "max_queued_messages",
+    "max_queued_bytes",
+    "overflow_timeout",
     "worker_threads",
     "log_level",
     "console_messages",
@@ -62,6 +64,10 @@ pub const MIN_MAX_MESSAGE_SIZE: usize = 1024;
 pub const MAX_MAX_QUEUED_MESSAGES: usize = 1 << 20;
 /// More async worker threads than this is a configuration mistake.
 pub const MAX_WORKER_THREADS: usize = 1024;
+/// Below this a lane holds hardly one ICE candidate: a unit slip (1 meaning 1 MiB).
+pub const MIN_MAX_QUEUED_BYTES: usize = 1024;
+/// Above this one connection's budget is more memory than a host has for it.
+pub const MAX_MAX_QUEUED_BYTES: usize = 1 << 30;
 
 /// Longest accepted interval or timeout: 24 h. Longer is "off" in practice (use 0 for that), and
 /// absurd values would overflow `Instant` arithmetic in the timers.
@@ -88,6 +94,11 @@ pub struct Config {
     pub player_protocol_ping: Duration,
     pub max_message_size: usize,
     pub max_queued_messages: usize,
+    /// Bytes each lane of a connection's outgoing queue holds, and the reading credit of each
+    /// connection (PROTOCOL.md §1.7).
+    pub max_queued_bytes: usize,
+    /// How long a peer's message may wait for room at its receiver before the peer is closed.
+    pub overflow_timeout: Duration,
     /// Async worker threads; 0 means one per CPU the process may run on. One (given, or counted
     /// on a single CPU) selects tokio's single-threaded scheduler.
     pub worker_threads: usize,
@@ -243,6 +254,15 @@ pub enum ConfigError {
         max = MAX_MAX_QUEUED_MESSAGES
     )]
     MaxQueuedMessagesTooLarge(usize),
+    #[error(
+        "max_queued_bytes is {0}; it must be from {min} to {max} (the value is in bytes: \
+         1048576 is 1 MiB)",
+        min = MIN_MAX_QUEUED_BYTES,
+        max = MAX_MAX_QUEUED_BYTES
+    )]
+    MaxQueuedBytesOutOfRange(usize),
+    #[error("overflow_timeout must be greater than 0")]
+    OverflowTimeoutZero,
     #[error("worker_threads is {0}; the most allowed is {max}", max = MAX_WORKER_THREADS)]
     WorkerThreadsTooMany(usize),
     /// A `[sessions]` or `[ice]` value out of range or inconsistent; names the key.
@@ -376,6 +396,27 @@ pub struct Cli {
     )]
     pub max_queued_messages: Option<usize>,
 
+    /// Bytes each lane of a connection's outgoing queue holds (its own traffic; what others
+    /// send it), and what one peer may have in flight [default: 1048576].
+    #[arg(
+        long = "max_queued_bytes",
+        alias = "max-queued-bytes",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
+    pub max_queued_bytes: Option<usize>,
+
+    /// Seconds a peer's message may wait for its receiver to read before the peer is closed
+    /// 1008 [default: 10].
+    #[arg(
+        long = "overflow_timeout",
+        alias = "overflow-timeout",
+        value_name = "SECONDS",
+        value_parser = parse_seconds,
+        allow_negative_numbers = true
+    )]
+    pub overflow_timeout: Option<Duration>,
+
     /// Async worker threads; 0 is one per CPU the process may use [default: 0].
     #[arg(
         long = "worker_threads",
@@ -472,6 +513,7 @@ impl Config {
             ("keepalive_interval", self.keepalive_interval),
             ("keepalive_timeout", self.keepalive_timeout),
             ("player_protocol_ping", self.player_protocol_ping),
+            ("overflow_timeout", self.overflow_timeout),
         ] {
             if value > Duration::from_secs(MAX_SECONDS) {
                 return Err(ConfigError::DurationTooLong { key, value });
@@ -500,6 +542,12 @@ impl Config {
             return Err(ConfigError::MaxQueuedMessagesTooLarge(
                 self.max_queued_messages,
             ));
+        }
+        if !(MIN_MAX_QUEUED_BYTES..=MAX_MAX_QUEUED_BYTES).contains(&self.max_queued_bytes) {
+            return Err(ConfigError::MaxQueuedBytesOutOfRange(self.max_queued_bytes));
+        }
+        if self.overflow_timeout.is_zero() {
+            return Err(ConfigError::OverflowTimeoutZero);
         }
         if self.worker_threads > MAX_WORKER_THREADS {
             return Err(ConfigError::WorkerThreadsTooMany(self.worker_threads));
@@ -530,6 +578,8 @@ impl Cli {
             player_protocol_ping: self.player_protocol_ping,
             max_message_size: self.max_message_size,
             max_queued_messages: self.max_queued_messages,
+            max_queued_bytes: self.max_queued_bytes,
+            overflow_timeout: self.overflow_timeout,
             worker_threads: self.worker_threads,
             log_level: self.log_level,
             console_messages: self.console_messages,
@@ -588,6 +638,9 @@ struct Layer {
     player_protocol_ping: Option<Duration>,
     max_message_size: Option<usize>,
     max_queued_messages: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "de_seconds")]
+    overflow_timeout: Option<Duration>,
     worker_threads: Option<usize>,
     log_level: Option<LogLevel>,
     console_messages: Option<ConsoleMessages>,
@@ -855,6 +908,8 @@ impl Layer {
             player_protocol_ping: top.player_protocol_ping.or(self.player_protocol_ping),
             max_message_size: top.max_message_size.or(self.max_message_size),
             max_queued_messages: top.max_queued_messages.or(self.max_queued_messages),
+            max_queued_bytes: top.max_queued_bytes.or(self.max_queued_bytes),
+            overflow_timeout: top.overflow_timeout.or(self.overflow_timeout),
             worker_threads: top.worker_threads.or(self.worker_threads),
             log_level: top.log_level.or(self.log_level),
             console_messages: top.console_messages.or(self.console_messages),
@@ -879,6 +934,8 @@ impl Layer {
             player_protocol_ping: get(self.player_protocol_ping, "player_protocol_ping")?,
             max_message_size: get(self.max_message_size, "max_message_size")?,
             max_queued_messages: get(self.max_queued_messages, "max_queued_messages")?,
+            max_queued_bytes: get(self.max_queued_bytes, "max_queued_bytes")?,
+            overflow_timeout: get(self.overflow_timeout, "overflow_timeout")?,
             worker_threads: get(self.worker_threads, "worker_threads")?,
             log_level: get(self.log_level, "log_level")?,
             console_messages: get(self.console_messages, "console_messages")?,

@@ -16,14 +16,14 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ConsoleMessages};
-use crate::queue;
+use crate::queue::{self, Lane};
 use crate::router::{ConnId, Role};
-use crate::router_task::{Event, Outbox, Outgoing, RouterHandle};
+use crate::router_task::{Closing, Event, Frame, Gate, Outbox, RouterHandle, Urgent};
 
 /// How long the server waits for the peer's close frame after sending its own.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -35,6 +35,7 @@ const WRITE_BATCH: usize = 64;
 pub struct ConnectionSettings {
     pub max_message_size: usize,
     pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     pub console_messages: ConsoleMessages,
@@ -45,6 +46,7 @@ impl ConnectionSettings {
         Self {
             max_message_size: config.max_message_size,
             max_queued_messages: config.max_queued_messages,
+            max_queued_bytes: config.max_queued_bytes,
             keepalive_interval: config.keepalive_interval,
             keepalive_timeout: config.keepalive_timeout,
             console_messages: config.console_messages,
@@ -103,12 +105,18 @@ where
     info!("opened");
     let settings = shared.settings.clone();
     let (sink, mut stream) = ws.split();
-    let (queue_tx, queue_rx) = queue::bounded(settings.max_queued_messages);
+    let limits = queue::Limits {
+        messages: settings.max_queued_messages,
+        bytes: settings.max_queued_bytes,
+    };
+    let (queue_tx, queue_rx) = queue::bounded(limits, Some(shared.router.room_signal(conn)));
     let (urgent_tx, urgent_rx) = oneshot::channel();
     let (done_tx, mut done_rx) = oneshot::channel::<()>();
+    let gate = Arc::new(Gate::new(settings.max_queued_bytes));
     let outbox = Outbox {
         queue: queue_tx.clone(),
         urgent: urgent_tx,
+        gate: Arc::clone(&gate),
     };
     if !shared
         .router
@@ -133,6 +141,19 @@ where
     let mut deadline = Instant::now() + settings.keepalive_timeout;
     let mut warned_binary = false;
     let end = loop {
+        if !gate.is_open() {
+            // What this peer sent waits for its receiver to read: read nothing more until it
+            // has (PROTOCOL.md §1.7). Its silence meanwhile is the server's doing, so the
+            // liveness deadline starts again afterwards.
+            debug!("reading paused: the receiver of this peer's messages is behind");
+            tokio::select! {
+                biased;
+                () = shared.shutdown.cancelled() => break End::Shutdown,
+                _ = &mut done_rx => break End::WriterDone,
+                () = gate.opened() => {}
+            }
+            deadline = Instant::now() + settings.keepalive_timeout;
+        }
         let expiry = sleep_until(deadline);
         tokio::select! {
             biased;
@@ -146,7 +167,7 @@ where
                 match frame {
                     None => break End::PeerClosed(None),
                     Some(Ok(Message::Text(text))) => {
-                        handle_text(conn, &text, &shared).await;
+                        handle_text(conn, &text, &gate, &shared).await;
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         if warned_binary {
@@ -156,7 +177,7 @@ where
                             warned_binary = true;
                         }
                         let text = String::from_utf8_lossy(&bytes);
-                        handle_text(conn, &text, &shared).await;
+                        handle_text(conn, &text, &gate, &shared).await;
                     }
                     Some(Ok(Message::Close(frame))) => {
                         break End::PeerClosed(frame.map(|f| u16::from(f.code)));
@@ -214,7 +235,8 @@ where
         }
         End::Invalid(reason) => {
             shared.router.send(Event::Closed { conn }).await;
-            let _ = queue_tx.try_send(Outgoing::Close(reason.code, reason.reason.to_owned()));
+            // After what is queued, whatever the queue holds.
+            let _ = queue_tx.force_send(Frame::Close(reason.into()), Lane::Receiver, 0);
             let _ = timeout(CLOSE_WAIT, async {
                 let _ = (&mut done_rx).await;
                 while let Some(Ok(_)) = stream.next().await {}
@@ -230,7 +252,7 @@ where
     writer.abort();
 }
 
-async fn handle_text(conn: ConnId, text: &str, shared: &Shared) {
+async fn handle_text(conn: ConnId, text: &str, gate: &Gate, shared: &Shared) {
     match Inbound::parse(text) {
         Ok(message) => {
             log_message(
@@ -239,7 +261,16 @@ async fn handle_text(conn: ConnId, text: &str, shared: &Shared) {
                 message.type_name(),
                 text,
             );
-            shared.router.send(Event::Message { conn, message }).await;
+            let bytes = text.len();
+            gate.take(bytes);
+            shared
+                .router
+                .send(Event::Message {
+                    conn,
+                    message,
+                    bytes,
+                })
+                .await;
         }
         Err(e) => warn!("bad message ignored: {e}"),
     }
@@ -262,16 +293,58 @@ fn log_message(mode: ConsoleMessages, direction: &str, type_name: &str, text: &s
 
 type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
 
+/// What stopped a write before it finished.
+enum Interrupt {
+    Shutdown,
+    Urgent(Urgent),
+}
+
+/// The next urgent request. A dropped sender only means none will come (the router forgets a
+/// connection once it has queued its close): the future then never completes.
+async fn next_urgent(urgent: &mut Option<oneshot::Receiver<Urgent>>) -> Urgent {
+    if let Some(rx) = urgent.as_mut() {
+        if let Ok(request) = rx.await {
+            return request;
+        }
+    }
+    *urgent = None;
+    std::future::pending().await
+}
+
+/// Runs one write, raced against shutdown and an urgent request, so a peer that never reads
+/// cannot hold the writer past its close.
+async fn guarded<F: Future>(
+    write: F,
+    shutdown: &CancellationToken,
+    urgent: &mut Option<oneshot::Receiver<Urgent>>,
+) -> Result<F::Output, Interrupt> {
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => Err(Interrupt::Shutdown),
+        request = next_urgent(urgent) => Err(Interrupt::Urgent(request)),
+        done = write => Ok(done),
+    }
+}
+
+/// What the writer does next.
+enum Next {
+    Text(Utf8Bytes),
+    Ping,
+    Close(Closing),
+    Stop,
+}
+
 async fn write_loop<S>(
     mut sink: Sink<S>,
-    mut queue: queue::Receiver<Outgoing>,
-    mut urgent: oneshot::Receiver<Outgoing>,
+    mut queue: queue::Receiver<Frame>,
+    urgent: oneshot::Receiver<Urgent>,
     shutdown: CancellationToken,
     settings: Arc<ConnectionSettings>,
     done: oneshot::Sender<()>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut urgent = Some(urgent);
     let pings = !settings.keepalive_interval.is_zero();
     let period = if pings {
         settings.keepalive_interval
@@ -279,83 +352,80 @@ async fn write_loop<S>(
         Duration::from_secs(3600)
     };
     let mut ping = tokio::time::interval_at(Instant::now() + period, period);
-    let mut urgent_open = true;
-    loop {
-        // Each write races the urgent channel and shutdown, so a peer that never reads cannot
-        // hold the writer past its close.
-        let step = tokio::select! {
+    let console = settings.console_messages;
+    let closing = loop {
+        let next = tokio::select! {
             biased;
-            () = shutdown.cancelled() => Step::Close(close::SERVER_RESTARTING.code, close::SERVER_RESTARTING.reason.to_owned()),
-            u = &mut urgent, if urgent_open => match u {
-                Ok(Outgoing::Close(code, reason)) => Step::Close(code, reason),
-                Ok(Outgoing::Drop) => Step::Stop,
-                Ok(Outgoing::Text(_)) | Err(_) => { urgent_open = false; Step::Continue }
+            () = shutdown.cancelled() => Next::Close(close::SERVER_RESTARTING.into()),
+            request = next_urgent(&mut urgent) => match request {
+                Urgent::Close(closing) => Next::Close(closing),
+                Urgent::Drop => Next::Stop,
             },
-            item = queue.recv() => match item {
-                Some(Outgoing::Text(text)) => {
-                    let written = tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => Err(None),
-                        u = &mut urgent, if urgent_open => Err(u.ok()),
-                        r = write_batch(&mut sink, &mut queue, text, settings.console_messages) => Ok(r),
-                    };
-                    match written {
-                        Ok(Ok(None)) => Step::Continue,
-                        Ok(Ok(Some((code, reason)))) => Step::Close(code, reason),
-                        Ok(Err(e)) => {
-                            debug!("write failed: {e}");
-                            Step::Stop
-                        }
-                        // Interrupted mid-write. tungstenite keeps whole frames in its own
-                        // buffer, so a close frame can still follow; a peer that reads nothing
-                        // never gets it and is dropped after CLOSE_WAIT.
-                        Err(None) => Step::Close(
-                            close::SERVER_RESTARTING.code,
-                            close::SERVER_RESTARTING.reason.to_owned(),
-                        ),
-                        Err(Some(Outgoing::Close(code, reason))) => Step::Close(code, reason),
-                        Err(Some(Outgoing::Drop | Outgoing::Text(_))) => Step::Stop,
-                    }
-                }
-                Some(Outgoing::Close(code, reason)) => Step::Close(code, reason),
-                Some(Outgoing::Drop) | None => Step::Stop,
+            frame = queue.recv() => match frame {
+                Some(Frame::Text(text)) => Next::Text(text),
+                Some(Frame::Close(closing)) => Next::Close(closing),
+                None => Next::Stop,
             },
-            _ = ping.tick(), if pings => match sink.send(Message::Ping(Default::default())).await {
-                Ok(()) => Step::Continue,
-                Err(_) => Step::Stop,
-            },
+            _ = ping.tick(), if pings => Next::Ping,
         };
-        match step {
-            Step::Continue => {}
-            Step::Stop => break,
-            Step::Close(code, reason) => {
-                info!(code, reason = %reason, "closing");
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: close::truncate_reason(&reason).to_owned().into(),
-                };
-                let _ = timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
-                break;
+        let written = match next {
+            Next::Text(text) => {
+                guarded(
+                    write_batch(&mut sink, &mut queue, text, console),
+                    &shutdown,
+                    &mut urgent,
+                )
+                .await
             }
+            Next::Ping => {
+                guarded(
+                    async {
+                        sink.send(Message::Ping(Default::default()))
+                            .await
+                            .map(|()| None)
+                    },
+                    &shutdown,
+                    &mut urgent,
+                )
+                .await
+            }
+            Next::Close(closing) => break Some(closing),
+            Next::Stop => break None,
+        };
+        match written {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(closing))) => break Some(closing),
+            Ok(Err(e)) => {
+                debug!("write failed: {e}");
+                break None;
+            }
+            // Interrupted mid-write. tungstenite keeps whole frames in its own buffer, so a
+            // close frame can still follow; a peer that reads nothing never gets it and is
+            // dropped after CLOSE_WAIT.
+            Err(Interrupt::Shutdown) => break Some(close::SERVER_RESTARTING.into()),
+            Err(Interrupt::Urgent(Urgent::Close(closing))) => break Some(closing),
+            Err(Interrupt::Urgent(Urgent::Drop)) => break None,
         }
+    };
+    if let Some(Closing { code, reason }) = closing {
+        info!(code, reason = %reason, "closing");
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: close::truncate_reason(&reason).to_owned().into(),
+        };
+        let _ = timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
     }
     let _ = done.send(());
 }
 
-enum Step {
-    Continue,
-    Stop,
-    Close(u16, String),
-}
-
-/// Writes `first` and whatever else is already queued, then flushes. Returns a close request
-/// found in the queue.
+/// Writes `first` and whatever else is already queued, then flushes. Returns a close found in
+/// the queue, to be sent after the batch.
 async fn write_batch<S>(
     sink: &mut Sink<S>,
-    queue: &mut queue::Receiver<Outgoing>,
-    first: tokio_tungstenite::tungstenite::Utf8Bytes,
+    queue: &mut queue::Receiver<Frame>,
+    first: Utf8Bytes,
     console: ConsoleMessages,
-) -> Result<Option<(u16, String)>, WsError>
+) -> Result<Option<Closing>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -364,15 +434,15 @@ where
     let mut close = None;
     for _ in 1..WRITE_BATCH {
         match queue.try_recv() {
-            Some(Outgoing::Text(text)) => {
+            Some(Frame::Text(text)) => {
                 log_outgoing(console, &text);
                 sink.feed(Message::Text(text)).await?;
             }
-            Some(Outgoing::Close(code, reason)) => {
-                close = Some((code, reason));
+            Some(Frame::Close(closing)) => {
+                close = Some(closing);
                 break;
             }
-            Some(Outgoing::Drop) | None => break,
+            None => break,
         }
     }
     sink.flush().await?;

@@ -1,35 +1,115 @@
-//! The actor that owns the [`Router`] and every connection's outgoing queue. It never awaits a
-//! peer: a full queue closes that one connection (1008) and feeds its disconnect back in.
+//! The actor that owns the [`Router`], the overflow policy ([`Flow`]) and every connection's
+//! outgoing queue. It never awaits a peer: what does not fit a queue is handled by the policy
+//! (PROTOCOL.md §1.7), and a connection it closes gets its disconnect handling at once.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::Inbound;
-use protocol::close;
-use tokio::sync::{mpsc, oneshot};
-
-use crate::queue::{self, TrySendError};
+use protocol::close::Close;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::router::{ConnId, HashMap, Output, Role, Router, RouterConfig};
+use crate::queue::{self, Lane, TrySendError};
+use crate::router::flow::{Flow, Queues, Refused};
+use crate::router::{ConnId, HashMap, Role, Router, RouterConfig};
 
-/// What a connection's writer is asked to do.
+/// A close frame to send: the one representation of a close, queued or urgent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    pub code: u16,
+    pub reason: Cow<'static, str>,
+}
+
+impl From<Close> for Closing {
+    fn from(close: Close) -> Self {
+        Self {
+            code: close.code,
+            reason: Cow::Borrowed(close.reason),
+        }
+    }
+}
+
+/// An item of a connection's outgoing queue, written in order.
 #[derive(Debug)]
-pub enum Outgoing {
+pub enum Frame {
     Text(Utf8Bytes),
-    Close(u16, String),
+    /// Sent after everything queued before it; the connection then ends.
+    Close(Closing),
+}
+
+/// What the writer does at once, ahead of its queue (the peer is not reading it, or is dead).
+#[derive(Debug)]
+pub enum Urgent {
+    Close(Closing),
     /// Drop the TCP connection without a close frame.
     Drop,
 }
 
-/// The router's way to reach one connection: its bounded queue, plus an out-of-band channel for
-/// the close that must not wait behind a full queue.
+/// A connection's reading credit (PROTOCOL.md §1.7): the bytes of its messages the router has
+/// not handled yet, plus the bytes of what they caused that wait for room at their receiver.
+/// Its reader stops while this is over the budget, so one peer can make the server hold at most
+/// about the budget (plus one message) of its traffic in flight.
+#[derive(Debug)]
+pub struct Gate {
+    owed: AtomicUsize,
+    budget: usize,
+    open: Notify,
+}
+
+impl Gate {
+    pub fn new(budget: usize) -> Self {
+        Self {
+            owed: AtomicUsize::new(0),
+            budget,
+            open: Notify::new(),
+        }
+    }
+
+    /// Whether the reader may read on.
+    pub fn is_open(&self) -> bool {
+        self.owed.load(Ordering::Acquire) <= self.budget
+    }
+
+    /// Waits until the reader may read on.
+    pub async fn opened(&self) {
+        loop {
+            // Registered before the check: a `give` in between leaves a permit.
+            let notified = self.open.notified();
+            if self.is_open() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// `bytes` more are owed.
+    pub fn take(&self, bytes: usize) {
+        self.owed.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// `bytes` are paid back; wakes the reader if that opens the gate.
+    pub fn give(&self, bytes: usize) {
+        let before = self.owed.fetch_sub(bytes, Ordering::AcqRel);
+        if before > self.budget && before.saturating_sub(bytes) <= self.budget {
+            self.open.notify_one();
+        }
+    }
+}
+
+/// The router's way to reach one connection: its bounded queue, an out-of-band channel for what
+/// must not wait behind a full queue, and its reading credit.
 #[derive(Debug)]
 pub struct Outbox {
-    pub queue: queue::Sender<Outgoing>,
-    pub urgent: oneshot::Sender<Outgoing>,
+    pub queue: queue::Sender<Frame>,
+    pub urgent: oneshot::Sender<Urgent>,
+    pub gate: Arc<Gate>,
 }
 
 /// Inputs to the router task.
@@ -40,9 +120,11 @@ pub enum Event {
         role: Role,
         outbox: Outbox,
     },
+    /// A parsed message of `bytes` bytes, already taken from the connection's gate.
     Message {
         conn: ConnId,
         message: Inbound,
+        bytes: usize,
     },
     Closed {
         conn: ConnId,
@@ -53,12 +135,22 @@ pub enum Event {
 #[derive(Debug, Clone)]
 pub struct RouterHandle {
     tx: mpsc::Sender<Event>,
+    room: mpsc::UnboundedSender<ConnId>,
 }
 
 impl RouterHandle {
     /// Sends an event; false once the router task has ended (shutdown).
     pub async fn send(&self, event: Event) -> bool {
         self.tx.send(event).await.is_ok()
+    }
+
+    /// The signal a connection's queue gives when its senders' lane has room again. Each queue
+    /// signals at most once per refusal, so the channel holds at most one id per connection.
+    pub fn room_signal(&self, conn: ConnId) -> queue::RoomSignal {
+        let room = self.room.clone();
+        Box::new(move || {
+            let _ = room.send(conn);
+        })
     }
 }
 
@@ -69,27 +161,126 @@ const EVENT_QUEUE: usize = 16 * 1024;
 pub fn spawn(
     config: RouterConfig,
     protocol_ping: Duration,
+    overflow_timeout: Duration,
     shutdown: CancellationToken,
 ) -> (RouterHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    let task = tokio::spawn(run(Router::new(config), rx, protocol_ping, shutdown));
-    (RouterHandle { tx }, task)
+    let (room, room_rx) = mpsc::unbounded_channel();
+    let timeout_ms = u64::try_from(overflow_timeout.as_millis()).unwrap_or(u64::MAX);
+    let task = tokio::spawn(run(
+        Router::new(config),
+        Flow::new(timeout_ms),
+        rx,
+        room_rx,
+        protocol_ping,
+        overflow_timeout,
+        shutdown,
+    ));
+    (RouterHandle { tx, room }, task)
+}
+
+/// Every open connection's outbox: the [`Queues`] the overflow policy works on.
+#[derive(Debug, Default)]
+struct Outboxes(HashMap<ConnId, Outbox>);
+
+impl Queues for Outboxes {
+    fn try_send(&mut self, to: ConnId, text: Utf8Bytes, lane: Lane) -> Result<(), Refused> {
+        let Some(outbox) = self.0.get(&to) else {
+            return Err(Refused::Gone);
+        };
+        let bytes = text.len();
+        match outbox.queue.try_send(Frame::Text(text), lane, bytes) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Frame::Text(text))) => Err(Refused::Full(text)),
+            Err(_) => {
+                self.0.remove(&to);
+                Err(Refused::Gone)
+            }
+        }
+    }
+
+    fn force_send(&mut self, to: ConnId, text: Utf8Bytes) -> bool {
+        let Some(outbox) = self.0.get(&to) else {
+            return false;
+        };
+        let bytes = text.len();
+        if outbox
+            .queue
+            .force_send(Frame::Text(text), Lane::Senders, bytes)
+            .is_err()
+        {
+            self.0.remove(&to);
+            return false;
+        }
+        true
+    }
+
+    fn want_room(&mut self, conn: ConnId, need: usize) -> bool {
+        self.0
+            .get(&conn)
+            .is_none_or(|outbox| outbox.queue.want_room(need))
+    }
+
+    fn charge(&mut self, conn: ConnId, bytes: usize, add: bool) {
+        if let Some(outbox) = self.0.get(&conn) {
+            if add {
+                outbox.gate.take(bytes);
+            } else {
+                outbox.gate.give(bytes);
+            }
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, code: u16, reason: String) {
+        if let Some(outbox) = self.0.remove(&conn) {
+            let closing = Closing {
+                code,
+                reason: reason.into(),
+            };
+            // After what is queued, whatever the queue holds.
+            let _ = outbox
+                .queue
+                .force_send(Frame::Close(closing), Lane::Receiver, 0);
+        }
+    }
+
+    fn close_now(&mut self, conn: ConnId, close: Close) {
+        if let Some(outbox) = self.0.remove(&conn) {
+            let _ = outbox.urgent.send(Urgent::Close(close.into()));
+        }
+    }
+
+    fn drop_conn(&mut self, conn: ConnId) {
+        if let Some(outbox) = self.0.remove(&conn) {
+            let _ = outbox.urgent.send(Urgent::Drop);
+        }
+    }
 }
 
 async fn run(
     mut router: Router,
+    mut flow: Flow,
     mut rx: mpsc::Receiver<Event>,
+    mut room_rx: mpsc::UnboundedReceiver<ConnId>,
     protocol_ping: Duration,
+    overflow_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut outboxes: HashMap<ConnId, Outbox> = HashMap::default();
+    let mut outboxes = Outboxes::default();
+    let start = Instant::now();
+    let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let ping_enabled = !protocol_ping.is_zero();
     let period = if ping_enabled {
         protocol_ping
     } else {
         Duration::from_secs(3600)
     };
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    // A quarter of the timeout keeps a stuck sender's close within 25 % late.
+    let flow_period =
+        (overflow_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut flow_ticker = tokio::time::interval_at(Instant::now() + flow_period, flow_period);
+    flow_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -97,67 +288,58 @@ async fn run(
             event = rx.recv() => match event {
                 None => break,
                 Some(Event::Opened { conn, role, outbox }) => {
-                    outboxes.insert(conn, outbox);
+                    outboxes.0.insert(conn, outbox);
                     router.handle_opened(conn, role);
                 }
-                Some(Event::Message { conn, message }) => router.handle_message(conn, message),
+                Some(Event::Message { conn, message, bytes }) => {
+                    router.handle_message(conn, message, now());
+                    flow.dispatch(&mut router, &mut outboxes, now());
+                    // Paid back after what it caused is charged, so the gate does not flicker.
+                    outboxes.charge(conn, bytes, false);
+                    continue;
+                }
                 Some(Event::Closed { conn }) => {
-                    outboxes.remove(&conn);
+                    outboxes.0.remove(&conn);
+                    flow.handle_closed(conn, &mut outboxes);
                     router.handle_closed(conn);
                 }
             },
-            _ = ticker.tick(), if ping_enabled => router.handle_tick(now_ms()),
+            Some(conn) = room_rx.recv() => flow.handle_room(conn, &mut router, &mut outboxes),
+            _ = ticker.tick(), if ping_enabled => router.handle_tick(wall_ms()),
+            _ = flow_ticker.tick(), if !flow.is_idle() => {
+                flow.handle_tick(now(), &mut router, &mut outboxes);
+            }
         }
-        dispatch(&mut router, &mut outboxes);
+        flow.dispatch(&mut router, &mut outboxes, now());
     }
     debug!("router task ended");
 }
 
-fn now_ms() -> u64 {
+fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Hands every pending output to its connection without waiting.
-fn dispatch(router: &mut Router, outboxes: &mut HashMap<ConnId, Outbox>) {
-    while let Some(output) = router.poll_output() {
-        match output {
-            Output::Send { to, text } => {
-                let Some(outbox) = outboxes.get(&to) else {
-                    continue;
-                };
-                match outbox.queue.try_send(Outgoing::Text(text)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        warn!(conn = %to, "outgoing queue full; closing 1008");
-                        if let Some(outbox) = outboxes.remove(&to) {
-                            let _ = outbox.urgent.send(Outgoing::Close(
-                                close::TOO_SLOW.code,
-                                close::TOO_SLOW.reason.to_owned(),
-                            ));
-                        }
-                        router.handle_closed(to);
-                    }
-                    Err(TrySendError::Closed(_)) => {
-                        outboxes.remove(&to);
-                        router.handle_closed(to);
-                    }
-                }
-            }
-            Output::Close { conn, code, reason } => {
-                if let Some(outbox) = outboxes.remove(&conn) {
-                    // After what is queued, if it fits; otherwise at once.
-                    if let Err(e) = outbox.queue.try_send(Outgoing::Close(code, reason)) {
-                        let _ = outbox.urgent.send(e.into_inner());
-                    }
-                }
-            }
-            Output::Drop { conn } => {
-                if let Some(outbox) = outboxes.remove(&conn) {
-                    let _ = outbox.urgent.send(Outgoing::Drop);
-                }
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_gate_closes_over_budget_and_opens_when_paid_back() {
+        let gate = Arc::new(Gate::new(100));
+        gate.take(100);
+        assert!(gate.is_open(), "at the budget the reader may go on");
+        gate.take(1);
+        assert!(!gate.is_open());
+        let waiter = tokio::spawn({
+            let gate = Arc::clone(&gate);
+            async move { gate.opened().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        gate.give(1);
+        waiter.await.expect("reader woken");
+        assert!(gate.is_open());
     }
 }

@@ -132,6 +132,7 @@ impl Server {
         let (router, router_task) = router_task::spawn(
             router_config,
             self.config.player_protocol_ping,
+            self.config.overflow_timeout,
             shutdown.clone(),
         );
         let sessions = &self.config.sessions;

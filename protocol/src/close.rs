@@ -22,6 +22,12 @@ pub const TOO_SLOW: Close = Close {
     code: 1008,
     reason: "too slow",
 };
+/// The peer's messages waited for room at their receiver for longer than `overflow_timeout`:
+/// it sends faster than its receiver reads (PROTOCOL.md §1.7).
+pub const SENDING_TOO_FAST: Close = Close {
+    code: 1008,
+    reason: "sending too fast",
+};
 /// A message above `max_message_size`.
 pub const MESSAGE_TOO_BIG: Close = Close {
     code: 1009,

@@ -5,7 +5,7 @@ use protocol::{ForwardKind, PlayerIdValue, Relay};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::debug;
 
-use super::{ConnId, Role, Router, SubState};
+use super::{Charge, ConnId, Role, Router, SubState};
 
 impl Router {
     pub(super) fn forward(
@@ -75,7 +75,7 @@ impl Router {
         if strip_player_id {
             relay.remove("playerId");
         }
-        self.send_text(target, relay.into_string().into());
+        self.send_text(target, relay.into_string().into(), Charge::Receiver);
     }
 
     /// F6: a streamer's layerPreference goes to every SFU subscribed to it.
@@ -95,7 +95,7 @@ impl Router {
         }
         let text: Utf8Bytes = relay.into_string().into();
         for sfu in sfus {
-            self.send_text(sfu, text.clone());
+            self.send_text(sfu, text.clone(), Charge::Receiver);
         }
     }
 
@@ -116,7 +116,7 @@ impl Router {
             return;
         };
         relay.set_str("playerId", &sub.player_id);
-        self.send_text(entry, relay.into_string().into());
+        self.send_text(entry, relay.into_string().into(), Charge::Sender(from));
     }
 
     /// F4 (answer) and F5 (streamerDataChannels, `sfuId` set): from an SFU to its upstream.
@@ -144,6 +144,6 @@ impl Router {
         if kind == ForwardKind::StreamerDataChannels {
             relay.set_str("sfuId", &own_id);
         }
-        self.send_text(entry, relay.into_string().into());
+        self.send_text(entry, relay.into_string().into(), Charge::Sender(from));
     }
 }

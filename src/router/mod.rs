@@ -3,6 +3,7 @@
 //! touches a socket, a channel or the clock (`now` is an argument), so every rule of
 //! PROTOCOL.md is unit-tested here without IO (`tests.rs`).
 
+pub mod flow;
 mod forward;
 mod registry;
 mod subscription;
@@ -58,11 +59,33 @@ impl fmt::Display for Role {
     }
 }
 
+/// Who pays when a message does not fit its receiver's outgoing queue (PROTOCOL.md §1.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// The receiver: traffic it must keep up with for its own sake (from its entry, or from the
+    /// server). If it does not fit, the receiver is too slow and is closed 1008.
+    Receiver,
+    /// The peer whose message caused this one (a subscriber writing to its entry, or a peer's
+    /// own request answered). If it does not fit, it waits and that peer is slowed.
+    Sender(ConnId),
+    /// Subscription bookkeeping (`playerConnected`): always delivered. Its volume is bounded by
+    /// the subscribe rate limit.
+    Always,
+    /// The `playerDisconnected` that ends this subscriber's subscription at the receiver:
+    /// anything the subscriber still has waiting for the receiver is dropped first (nothing is
+    /// routed under an ended subscription), then it is always delivered.
+    Ends(ConnId),
+}
+
 /// What the router asks the IO layer to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Queue one text frame on a connection.
-    Send { to: ConnId, text: Utf8Bytes },
+    Send {
+        to: ConnId,
+        text: Utf8Bytes,
+        charge: Charge,
+    },
     /// Send a close frame after what is already queued, then end the connection.
     Close {
         conn: ConnId,
@@ -124,6 +147,7 @@ struct Entry {
 struct Subscriber {
     player_id: String,
     state: SubState,
+    subscribes: subscription::SubscribeBudget,
     /// A server protocol ping is unanswered (PROTOCOL.md §9).
     awaiting_pong: bool,
 }
@@ -194,6 +218,9 @@ pub struct Router {
     next_seq: u64,
     open_players: usize,
     outputs: VecDeque<Output>,
+    /// `streamerList` for players (index 0) and for SFUs (1), built on first request after a
+    /// change of the table.
+    lists: [Option<Utf8Bytes>; 2],
 }
 
 impl Router {
@@ -222,12 +249,18 @@ impl Router {
             next_seq: 0,
             open_players: 0,
             outputs: VecDeque::new(),
+            lists: Default::default(),
         }
     }
 
     /// The next thing for the IO layer to do.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
+    }
+
+    /// Whether the router knows `conn` (it is open and not being closed).
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
     }
 
     /// Number of open connections the router knows.
@@ -263,19 +296,24 @@ impl Router {
             }
         };
         let config = self.config_message_for(&peer);
-        self.send_text(conn, config);
+        self.send_text(conn, config, Charge::Receiver);
         if role == Role::Player && self.config.player_count {
             let count = self.open_players;
-            self.send(conn, &ServerMessage::PlayerCount { count });
+            self.send(
+                conn,
+                &ServerMessage::PlayerCount { count },
+                Charge::Receiver,
+            );
         }
         if matches!(role, Role::Streamer | Role::Sfu) {
-            self.send_text(conn, self.identify_message.clone());
+            self.send_text(conn, self.identify_message.clone(), Charge::Receiver);
         }
         self.conns.insert(conn, peer);
     }
 
-    /// A message arrived on `conn`, already parsed.
-    pub fn handle_message(&mut self, conn: ConnId, message: Inbound) {
+    /// A message arrived on `conn`, already parsed, at `now_ms` (milliseconds on any clock that
+    /// does not go back; it only paces subscribes).
+    pub fn handle_message(&mut self, conn: ConnId, message: Inbound, now_ms: u64) {
         let Some(role) = self.conns.get(&conn).map(Peer::role) else {
             debug!(%conn, "message from a connection that is closing; discarded");
             return;
@@ -284,7 +322,9 @@ impl Router {
         match (message, role) {
             (Inbound::EndpointId { id }, Streamer | Sfu) => self.endpoint_id(conn, id),
             (Inbound::ListStreamers, Player | Sfu) => self.list_streamers(conn),
-            (Inbound::Subscribe { streamer_id }, Player | Sfu) => self.subscribe(conn, streamer_id),
+            (Inbound::Subscribe { streamer_id }, Player | Sfu) => {
+                self.subscribe(conn, streamer_id, now_ms)
+            }
             (Inbound::Unsubscribe, Player | Sfu) => self.end_subscription(conn),
             (
                 Inbound::Forward {
@@ -301,6 +341,7 @@ impl Router {
                 if let Some(entry) = self.entry_mut(conn) {
                     entry.streaming = true;
                 }
+                self.table_changed();
             }
             (Inbound::StopStreaming, Sfu) => self.stop_streaming(conn),
             (Inbound::Ping { time }, _) => self.pong(conn, time.as_deref()),
@@ -346,7 +387,7 @@ impl Router {
         alive.sort_unstable();
         dead.sort_unstable();
         for conn in alive {
-            self.send_text(conn, ping.clone());
+            self.send_text(conn, ping.clone(), Charge::Receiver);
         }
         for conn in dead {
             self.warn(conn, "no pong to the previous protocol ping; dropping");
@@ -392,7 +433,7 @@ impl Router {
         match serde_json::from_str::<&RawValue>(time) {
             Ok(time) => {
                 let text = ServerMessage::Pong { time }.to_json();
-                self.send_text(conn, text.into());
+                self.send_text(conn, text.into(), Charge::Sender(conn));
             }
             Err(_) => self.warn(conn, "ping with an unreadable time; ignored"),
         }
@@ -400,12 +441,12 @@ impl Router {
 
     // ---- outputs ----
 
-    fn send(&mut self, to: ConnId, message: &ServerMessage<'_>) {
-        self.send_text(to, message.to_json().into());
+    fn send(&mut self, to: ConnId, message: &ServerMessage<'_>, charge: Charge) {
+        self.send_text(to, message.to_json().into(), charge);
     }
 
-    fn send_text(&mut self, to: ConnId, text: Utf8Bytes) {
-        self.outputs.push_back(Output::Send { to, text });
+    fn send_text(&mut self, to: ConnId, text: Utf8Bytes, charge: Charge) {
+        self.outputs.push_back(Output::Send { to, text, charge });
     }
 
     /// Closes a connection: from now on it is out of every table (PROTOCOL.md §1.11).

@@ -5,8 +5,12 @@ use protocol::ServerMessage;
 use protocol::number::{cmp_decimal, increment_decimal};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{ConnId, Entry, Peer, Role, Router, SubState, Subscriber};
+use super::{Charge, ConnId, Entry, Peer, Role, Router, SubState, Subscriber};
 use crate::config::PlayerIdStyle;
+
+/// The longest id a streamer or SFU may ask for, in bytes (PROTOCOL.md §5). Real ids are names
+/// such as `DefaultStreamer` or a UUID; this bounds what one id costs in every `streamerList`.
+pub(crate) const MAX_ENTRY_ID_LEN: usize = 256;
 
 /// Splits an id into its base and its longest trailing run of ASCII digits.
 fn split_digits(id: &str) -> (&str, &str) {
@@ -20,6 +24,7 @@ impl Router {
         let id = self.assign_id(conn, "");
         self.entry_ids.insert(id.clone(), conn);
         self.table.push(conn);
+        self.table_changed();
         Entry {
             id,
             streaming: false,
@@ -40,6 +45,7 @@ impl Router {
         Subscriber {
             player_id,
             state: SubState::Idle,
+            subscribes: Default::default(),
             awaiting_pong: false,
         }
     }
@@ -89,11 +95,25 @@ impl Router {
             self.warn(conn, "endpointId without a string id; ignored");
             return;
         };
+        if requested.len() > MAX_ENTRY_ID_LEN {
+            self.warn(
+                conn,
+                &format!(
+                    "endpointId of {} bytes, longer than {MAX_ENTRY_ID_LEN}; ignored",
+                    requested.len()
+                ),
+            );
+            return;
+        }
         let new_id = self.assign_id(conn, &requested);
         let Some(entry) = self.entry_mut(conn) else {
             return;
         };
         entry.streaming = true;
+        self.table_changed();
+        let Some(entry) = self.entry_mut(conn) else {
+            return;
+        };
         let old_id = std::mem::replace(&mut entry.id, new_id.clone());
         let subscribers: Vec<ConnId> = entry.subscribers.values().copied().collect();
         self.send(
@@ -101,6 +121,7 @@ impl Router {
             &ServerMessage::EndpointIdConfirm {
                 committed_id: &new_id,
             },
+            Charge::Sender(conn),
         );
         if old_id != new_id {
             self.entry_ids.remove(&old_id);
@@ -109,23 +130,36 @@ impl Router {
                 .to_json()
                 .into();
             for sub in subscribers {
-                self.send_text(sub, changed.clone());
+                self.send_text(sub, changed.clone(), Charge::Receiver);
             }
         }
     }
 
-    /// `listStreamers`: players see streaming entries, SFUs see every entry.
+    /// `listStreamers`: players see streaming entries, SFUs see every entry. Each list is
+    /// serialized once per change of the table, not once per request.
     pub(super) fn list_streamers(&mut self, conn: ConnId) {
         let everything = self.role(conn) == Some(Role::Sfu);
-        let ids: Vec<&str> = self
-            .table
-            .iter()
-            .filter_map(|&c| self.entry(c))
-            .filter(|e| everything || e.streaming)
-            .map(|e| e.id.as_str())
-            .collect();
-        let text = ServerMessage::StreamerList { ids: &ids }.to_json();
-        self.send_text(conn, text.into());
+        let text = match &self.lists[usize::from(everything)] {
+            Some(text) => text.clone(),
+            None => {
+                let ids: Vec<&str> = self
+                    .table
+                    .iter()
+                    .filter_map(|&c| self.entry(c))
+                    .filter(|e| everything || e.streaming)
+                    .map(|e| e.id.as_str())
+                    .collect();
+                let text: Utf8Bytes = ServerMessage::StreamerList { ids: &ids }.to_json().into();
+                self.lists[usize::from(everything)] = Some(text.clone());
+                text
+            }
+        };
+        self.send_text(conn, text, Charge::Sender(conn));
+    }
+
+    /// An entry joined, left, renamed or changed its `streaming` flag: the lists are stale.
+    pub(super) fn table_changed(&mut self) {
+        self.lists = Default::default();
     }
 
     /// Takes `conn` out of every table and runs its disconnect handling (PROTOCOL.md §6).
@@ -145,6 +179,7 @@ impl Router {
         if let Some(entry) = entry {
             self.table.retain(|&c| c != conn);
             self.entry_ids.remove(&entry.id);
+            self.table_changed();
             self.entry_left(&entry);
         }
         if let Some(sub) = subscriber {

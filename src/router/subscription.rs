@@ -4,7 +4,47 @@
 use protocol::close;
 use protocol::{PlayerIdValue, ServerMessage};
 
-use super::{ConnId, Entry, Role, Router, SubState};
+use super::registry::MAX_ENTRY_ID_LEN;
+use super::{Charge, ConnId, Entry, Role, Router, SubState};
+
+/// Subscribes one connection may make at once, and how many more per second after that
+/// (PROTOCOL.md §6). Epic's frontend subscribes once per connection; every subscribe costs its
+/// streamer a `playerDisconnected` and a `playerConnected`, which are always delivered.
+pub(crate) const SUBSCRIBE_BURST: u64 = 10;
+pub(crate) const SUBSCRIBES_PER_SECOND: u64 = 2;
+
+/// A token bucket for subscribes, in thousandths of a subscribe.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SubscribeBudget {
+    milli: u64,
+    at_ms: u64,
+}
+
+impl Default for SubscribeBudget {
+    fn default() -> Self {
+        Self {
+            milli: SUBSCRIBE_BURST * 1000,
+            at_ms: 0,
+        }
+    }
+}
+
+impl SubscribeBudget {
+    /// Takes one subscribe at `now_ms`, if the budget has one.
+    fn take(&mut self, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        self.at_ms = self.at_ms.max(now_ms);
+        self.milli = self
+            .milli
+            .saturating_add(elapsed.saturating_mul(SUBSCRIBES_PER_SECOND))
+            .min(SUBSCRIBE_BURST * 1000);
+        if self.milli < 1000 {
+            return false;
+        }
+        self.milli -= 1000;
+        true
+    }
+}
 
 /// Why a subscribe did not take.
 pub(super) enum SubscribeError {
@@ -13,12 +53,23 @@ pub(super) enum SubscribeError {
 
 impl Router {
     /// `subscribe {streamerId}` from a player or SFU.
-    pub(super) fn subscribe(&mut self, conn: ConnId, streamer_id: Option<String>) {
-        let Some(streamer_id) = streamer_id else {
-            self.warn(conn, "subscribe without a string streamerId");
+    pub(super) fn subscribe(&mut self, conn: ConnId, streamer_id: Option<String>, now_ms: u64) {
+        let Some(streamer_id) = streamer_id.filter(|id| id.len() <= MAX_ENTRY_ID_LEN) else {
+            self.warn(
+                conn,
+                "subscribe without a string streamerId of at most 256 bytes",
+            );
             self.subscribe_failed(conn, "Missing or invalid field streamerId.");
             return;
         };
+        if !self
+            .subscriber_mut(conn)
+            .is_some_and(|s| s.subscribes.take(now_ms))
+        {
+            self.warn(conn, "subscribing too often; refused");
+            self.subscribe_failed(conn, "Too many subscribe requests; try again later.");
+            return;
+        }
         let Some(&entry) = self.entry_ids.get(&streamer_id) else {
             self.subscribe_failed(conn, &format!("Streamer {streamer_id} does not exist."));
             return;
@@ -37,7 +88,11 @@ impl Router {
     }
 
     fn subscribe_failed(&mut self, conn: ConnId, message: &str) {
-        self.send(conn, &ServerMessage::SubscribeFailed { message });
+        self.send(
+            conn,
+            &ServerMessage::SubscribeFailed { message },
+            Charge::Sender(conn),
+        );
     }
 
     /// Steps 4 and 5 of subscribe: the `max_players` check, then the subscription and its
@@ -78,6 +133,7 @@ impl Router {
                 sfu: !is_player,
                 player_id: &player_id,
             },
+            Charge::Always,
         );
         Ok(())
     }
@@ -116,7 +172,11 @@ impl Router {
         if is_player {
             e.player_subscribers = e.player_subscribers.saturating_sub(1);
         }
-        self.send(entry, &ServerMessage::PlayerDisconnected { player_id });
+        self.send(
+            entry,
+            &ServerMessage::PlayerDisconnected { player_id },
+            Charge::Ends(subscriber),
+        );
     }
 
     /// The entry's own connection ended: its players are closed, its SFUs lose their upstream.
@@ -142,7 +202,7 @@ impl Router {
             s.state = SubState::Idle;
         }
         self.drop_downstream(sfu);
-        self.send(sfu, &ServerMessage::StreamerDisconnected);
+        self.send(sfu, &ServerMessage::StreamerDisconnected, Charge::Receiver);
     }
 
     /// Ends every subscription to the SFU `sfu` while it stays connected: it gets one
@@ -153,6 +213,7 @@ impl Router {
         };
         entry.streaming = false;
         let subscribers: Vec<ConnId> = entry.subscribers.values().copied().collect();
+        self.table_changed();
         for sub in subscribers {
             self.end_subscription(sub);
             match self.role(sub) {

@@ -18,6 +18,8 @@ use crate::config::PlayerIdStyle;
 struct Harness {
     router: Router,
     next_conn: u64,
+    /// The clock handed to `handle_message`.
+    now_ms: u64,
 }
 
 impl Harness {
@@ -29,6 +31,7 @@ impl Harness {
         Self {
             router: Router::new(config),
             next_conn: 1,
+            now_ms: 0,
         }
     }
 
@@ -57,7 +60,7 @@ impl Harness {
     /// One message from `conn`, parsed as the connection task would.
     fn msg(&mut self, conn: ConnId, text: &str) {
         let message = Inbound::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        self.router.handle_message(conn, message);
+        self.router.handle_message(conn, message, self.now_ms);
     }
 
     fn close(&mut self, conn: ConnId) {
@@ -68,7 +71,23 @@ impl Harness {
         self.router.handle_tick(now_ms);
     }
 
+    /// The outputs, with every charge set to `Receiver`: most tests check what is sent, and
+    /// `drain_charged` tests who pays for it.
     fn drain(&mut self) -> Vec<Output> {
+        self.drain_charged()
+            .into_iter()
+            .map(|o| match o {
+                Output::Send { to, text, .. } => Output::Send {
+                    to,
+                    text,
+                    charge: Charge::Receiver,
+                },
+                other => other,
+            })
+            .collect()
+    }
+
+    fn drain_charged(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.router.poll_output()).collect()
     }
 
@@ -132,6 +151,7 @@ fn send(to: ConnId, text: &str) -> Output {
     Output::Send {
         to,
         text: text.to_owned().into(),
+        charge: Charge::Receiver,
     }
 }
 
@@ -147,7 +167,7 @@ fn close(conn: ConnId, code: u16, reason: &str) -> Output {
 fn texts(out: &[Output], conn: ConnId) -> Vec<&str> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send { to, text } if *to == conn => Some(text.as_str()),
+            Output::Send { to, text, .. } if *to == conn => Some(text.as_str()),
             _ => None,
         })
         .collect()
@@ -2127,7 +2147,7 @@ impl Model {
 
     fn observe(&mut self, out: &Output) -> Result<(), TestCaseError> {
         match out {
-            Output::Send { to, text } => {
+            Output::Send { to, text, .. } => {
                 prop_assert!(self.open.contains(to), "sent to {to}, not open: {text}");
                 let v: serde_json::Value = serde_json::from_str(text)
                     .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
