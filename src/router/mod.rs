@@ -4,6 +4,8 @@
 //! PROTOCOL.md is unit-tested here without IO (`tests.rs`).
 
 pub mod flow;
+#[cfg(test)]
+mod flow_tests;
 mod forward;
 mod registry;
 mod subscription;
