@@ -22,11 +22,13 @@ fn listening_addr(line: &str, role: &str) -> Option<SocketAddr> {
     rest.trim().parse().ok()
 }
 
-type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+pub(crate) type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
 
 /// Starts the binary on loopback ephemeral ports; returns it, its stderr lines, and the
 /// streamer and player addresses it logged.
-async fn start(extra: &[&str]) -> (tokio::process::Child, Lines, SocketAddr, SocketAddr) {
+pub(crate) async fn start(
+    extra: &[&str],
+) -> (tokio::process::Child, Lines, SocketAddr, SocketAddr) {
     let (child, lines, streamer, player, _) = start_logged(extra).await;
     (child, lines, streamer, player)
 }
