@@ -20,6 +20,7 @@ pub mod ice;
 pub mod listener;
 pub mod logging;
 pub mod queue;
+pub mod reframe;
 pub mod router;
 pub mod router_task;
 pub mod server;

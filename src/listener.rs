@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::connection::{self, Shared};
+use crate::reframe::Reframe;
 use crate::router::{ConnId, Role};
 
 /// An upgrade not completed within this time is dropped (PROTOCOL.md §1.2).
@@ -76,8 +77,11 @@ async fn handshake(stream: TcpStream, remote: SocketAddr, role: Role, acceptor: 
         }
         Ok(response)
     };
-    let upgrade =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, select_protocol, Some(config));
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
+        Reframe::http(stream),
+        select_protocol,
+        Some(config),
+    );
     let ws = tokio::select! {
         () = acceptor.shared.shutdown.cancelled() => return,
         r = tokio::time::timeout(UPGRADE_TIMEOUT, upgrade) => match r {

@@ -15,6 +15,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
+
+use crate::reframe::Reframe;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_util::sync::CancellationToken;
@@ -101,9 +103,12 @@ fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
                 }
             },
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config))
-                .await;
+        let ws = WebSocketStream::from_raw_socket(
+            Reframe::frames(TokioIo::new(upgraded), Vec::new()),
+            WsRole::Server,
+            Some(config),
+        )
+        .await;
         let conn = acceptor.next_conn_id();
         connection::run(ws, conn, Role::Player, remote, acceptor.shared).await;
     });
@@ -178,9 +183,8 @@ async fn serve_socket(
             let early_frames = head.split_off(head_len.min(head.len()));
             drop(head);
             let config = acceptor.shared.settings.websocket_config();
-            let ws = WebSocketStream::from_partially_read(
-                stream,
-                early_frames,
+            let ws = WebSocketStream::from_raw_socket(
+                Reframe::frames(stream, early_frames),
                 WsRole::Server,
                 Some(config),
             )

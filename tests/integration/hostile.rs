@@ -296,3 +296,31 @@ async fn peers_doing_their_worst_stay_within_the_documented_byte_budget() {
         st.sync().await;
     }
 }
+
+#[tokio::test]
+async fn a_large_message_does_not_leave_its_connection_holding_a_large_read_buffer() {
+    let (child, mut lines, _streamer_addr, player_addr) = binary::start(&[]).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let pid = child.id().expect("pid");
+    let mut players = Vec::new();
+    for _ in 0..100 {
+        let mut p = TestPeer::connect(player_addr, "player").await;
+        p.expect_text(CONFIG).await;
+        players.push(p);
+    }
+    players[0].sync().await;
+    let before = rss_kib(pid);
+    // Each sends one message of about 1 MB (ignored by the server) in a single frame, then a
+    // small one.
+    let big = format!(r#"{{"type":"stats","pad":"{}"}}"#, "s".repeat(1_000_000));
+    for p in &mut players {
+        p.send_json(&big).await;
+        p.sync().await;
+    }
+    let after = rss_kib(pid);
+    // Held for life, 100 read buffers of 1 MB would be about 100,000 KiB.
+    assert!(
+        after.saturating_sub(before) < 20 * 1024,
+        "server RSS {before} KiB before, {after} KiB after 100 connections each sent 1 MB"
+    );
+}
