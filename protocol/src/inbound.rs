@@ -17,6 +17,8 @@ pub enum ParseError {
     MissingType,
     /// `type` is not a string.
     TypeNotString,
+    /// Arrays and objects nested deeper than [`crate::relay::MAX_NESTING_DEPTH`].
+    TooDeep,
 }
 
 impl std::fmt::Display for ParseError {
@@ -26,6 +28,11 @@ impl std::fmt::Display for ParseError {
             Self::NotObject => f.write_str("JSON that is not an object"),
             Self::MissingType => f.write_str("no `type` field"),
             Self::TypeNotString => f.write_str("`type` is not a string"),
+            Self::TooDeep => write!(
+                f,
+                "nested deeper than {} levels",
+                crate::relay::MAX_NESTING_DEPTH
+            ),
         }
     }
 }
@@ -349,6 +356,22 @@ mod tests {
         assert_eq!(
             Inbound::parse(r#"{"type":3}"#),
             Err(ParseError::TypeNotString)
+        );
+    }
+
+    #[test]
+    fn too_deep_messages_are_bad_input_whatever_their_type() {
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        let limit = crate::MAX_NESTING_DEPTH;
+        for ty in ["iceCandidate", "offer", "subscribe", "ping", "noSuchType"] {
+            let ok = format!(r#"{{"type":"{ty}","x":{}}}"#, nested(limit - 1));
+            assert!(Inbound::parse(&ok).is_ok(), "{ty}");
+            let deep = format!(r#"{{"type":"{ty}","x":{}}}"#, nested(limit));
+            assert_eq!(Inbound::parse(&deep), Err(ParseError::TooDeep), "{ty}");
+        }
+        assert_eq!(
+            ParseError::TooDeep.to_string(),
+            "nested deeper than 64 levels"
         );
     }
 }
