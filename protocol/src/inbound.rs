@@ -4,7 +4,7 @@
 use serde_json::value::RawValue;
 
 use crate::number::integer_decimal;
-use crate::relay::{Members, Relay, parse_members};
+use crate::relay::{Members, Relay, check_depth, parse_members};
 
 /// Why a text could not be classified. The connection that sent it stays open (PROTOCOL.md §10).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,21 @@ pub enum ForwardKind {
 }
 
 impl ForwardKind {
+    /// The kind a message `type` names, if the server forwards it.
+    fn from_type(ty: &str) -> Option<Self> {
+        Some(match ty {
+            "offer" => Self::Offer,
+            "answer" => Self::Answer,
+            "iceCandidate" => Self::IceCandidate,
+            "layerPreference" => Self::LayerPreference,
+            "dataChannelRequest" => Self::DataChannelRequest,
+            "peerDataChannelsReady" => Self::PeerDataChannelsReady,
+            "peerDataChannels" => Self::PeerDataChannels,
+            "streamerDataChannels" => Self::StreamerDataChannels,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Offer => "offer",
@@ -203,11 +218,15 @@ impl Inbound {
         } else {
             return Err(ParseError::TypeNotString);
         };
-        let forward = |kind| Self::Forward {
-            kind,
-            player_id: PlayerIdValue::from_raw(field(&members, "playerId")),
-            relay: Relay::from_members(&members),
-        };
+        if let Some(kind) = ForwardKind::from_type(&ty) {
+            // The hot path: nesting is checked while the message is copied.
+            return Ok(Self::Forward {
+                kind,
+                player_id: PlayerIdValue::from_raw(field(&members, "playerId")),
+                relay: Relay::from_members(&members)?,
+            });
+        }
+        check_depth(&members)?;
         Ok(match &*ty {
             "endpointId" => Self::EndpointId {
                 id: string_field(&members, "id"),
@@ -217,14 +236,6 @@ impl Inbound {
                 streamer_id: string_field(&members, "streamerId"),
             },
             "unsubscribe" => Self::Unsubscribe,
-            "offer" => forward(ForwardKind::Offer),
-            "answer" => forward(ForwardKind::Answer),
-            "iceCandidate" => forward(ForwardKind::IceCandidate),
-            "layerPreference" => forward(ForwardKind::LayerPreference),
-            "dataChannelRequest" => forward(ForwardKind::DataChannelRequest),
-            "peerDataChannelsReady" => forward(ForwardKind::PeerDataChannelsReady),
-            "peerDataChannels" => forward(ForwardKind::PeerDataChannels),
-            "streamerDataChannels" => forward(ForwardKind::StreamerDataChannels),
             "disconnectPlayer" => Self::DisconnectPlayer {
                 player_id: PlayerIdValue::from_raw(field(&members, "playerId")),
                 reason: string_field(&members, "reason"),
@@ -327,6 +338,26 @@ mod tests {
         assert_eq!(player_id, PlayerIdValue::Number("12".into()));
         assert_eq!(player_id.match_key().as_deref(), Some("12"));
         assert_eq!(relay.as_str(), text);
+    }
+
+    #[test]
+    fn every_forwarded_type_is_a_forward() {
+        for kind in [
+            ForwardKind::Offer,
+            ForwardKind::Answer,
+            ForwardKind::IceCandidate,
+            ForwardKind::LayerPreference,
+            ForwardKind::DataChannelRequest,
+            ForwardKind::PeerDataChannelsReady,
+            ForwardKind::PeerDataChannels,
+            ForwardKind::StreamerDataChannels,
+        ] {
+            let text = format!(r#"{{"type":"{}"}}"#, kind.as_str());
+            assert!(
+                matches!(Inbound::parse(&text), Ok(Inbound::Forward { kind: k, .. }) if k == kind),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -64,25 +64,32 @@ pub(crate) type Members<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
 /// and half of serde_json's own recursion limit of 128.
 pub const MAX_NESTING_DEPTH: usize = 64;
 
-/// Parses `text` as one JSON object, borrowing keys and values from it.
+/// How deep a member's value may nest: the object holding it is level 1.
+const MEMBER_LEVELS: usize = MAX_NESTING_DEPTH - 1;
+
+/// Parses `text` as one JSON object, borrowing keys and values from it. Nesting is not checked
+/// here: [`Relay::from_members`] checks it while it copies, [`check_depth`] for the rest.
 pub(crate) fn parse_members(text: &str) -> Result<Members<'_>, ParseError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let members = de.deserialize_map(MembersVisitor).map_err(classify)?;
     de.end().map_err(classify)?;
-    // Member values sit at level 2.
-    if !members
-        .iter()
-        .all(|(_, value)| nests_at_most(value.get(), MAX_NESTING_DEPTH - 1))
-    {
-        return Err(ParseError::TooDeep);
-    }
     Ok(dedupe(members))
 }
 
+/// [`ParseError::TooDeep`] if a member nests deeper than [`MAX_NESTING_DEPTH`] allows.
+pub(crate) fn check_depth(members: &Members<'_>) -> Result<(), ParseError> {
+    if members
+        .iter()
+        .all(|(_, value)| nests_at_most(value.get(), MEMBER_LEVELS))
+    {
+        Ok(())
+    } else {
+        Err(ParseError::TooDeep)
+    }
+}
+
 /// Whether `raw` (valid JSON) nests arrays and objects at most `levels` deep. Scalars are not
-/// scanned, strings are skipped with `memchr`, and the scan stops at the first level too many,
-/// so a routed message costs one pass over its few nested bytes (an `iceCandidate`'s
-/// `candidate` object), an SDP string nothing.
+/// scanned, strings are skipped with `memchr`, and the scan stops at the first level too many.
 fn nests_at_most(raw: &str, levels: usize) -> bool {
     let bytes = raw.as_bytes();
     if !matches!(bytes.first(), Some(b'[' | b'{')) {
@@ -191,13 +198,29 @@ impl<'de> Visitor<'de> for KeyVisitor {
 /// Appends `raw` (valid JSON) without the white space outside strings. Runs between white
 /// space are copied whole, and strings are skipped to their next quote or backslash with
 /// `memchr`, so long SDP and candidate strings cost a few bulk copies.
-fn push_compact(out: &mut String, raw: &str) {
+///
+/// It also counts nesting on the way, which costs the hot path nothing more than a compare per
+/// bracket: false (with `out` holding part of `raw`) as soon as `raw` nests arrays and objects
+/// more than `levels` deep.
+fn push_compact(out: &mut String, raw: &str, levels: usize) -> bool {
     let bytes = raw.as_bytes();
     let mut run_start = 0;
+    let mut depth = 0usize;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
             b'"' => i = string_end(bytes, i + 1),
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > levels {
+                    return false;
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
             b' ' | b'\t' | b'\n' | b'\r' => {
                 // White space is ASCII, so both ends of the run are char boundaries.
                 out.push_str(raw.get(run_start..i).unwrap_or_default());
@@ -211,6 +234,7 @@ fn push_compact(out: &mut String, raw: &str) {
         }
     }
     out.push_str(raw.get(run_start..).unwrap_or_default());
+    true
 }
 
 /// The index just past the closing quote of the string whose contents start at `from`.
@@ -229,10 +253,10 @@ fn string_end(bytes: &[u8], mut from: usize) -> usize {
     bytes.len()
 }
 
-/// `raw` (valid JSON) without the white space outside strings.
+/// `raw` (valid JSON, whose depth was checked) without the white space outside strings.
 pub(crate) fn compact(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
-    push_compact(&mut out, raw);
+    push_compact(&mut out, raw, usize::MAX);
     out
 }
 
@@ -254,10 +278,12 @@ fn push_key(out: &mut String, key: &str) {
 impl Relay {
     /// Parses a message that must be a JSON object.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        Ok(Self::from_members(&parse_members(text)?))
+        Self::from_members(&parse_members(text)?)
     }
 
-    pub(crate) fn from_members(members: &[(Cow<'_, str>, &RawValue)]) -> Self {
+    /// The message made of `members`; [`ParseError::TooDeep`] if it nests deeper than
+    /// [`MAX_NESTING_DEPTH`].
+    pub(crate) fn from_members(members: &[(Cow<'_, str>, &RawValue)]) -> Result<Self, ParseError> {
         let capacity = members
             .iter()
             .map(|(k, v)| k.len() + v.get().len() + 4)
@@ -275,7 +301,9 @@ impl Relay {
             let key_end = json.len();
             json.push(':');
             let value_start = json.len();
-            push_compact(&mut json, value.get());
+            if !push_compact(&mut json, value.get(), MEMBER_LEVELS) {
+                return Err(ParseError::TooDeep);
+            }
             spans.push(Member {
                 key_start,
                 key_end,
@@ -284,10 +312,10 @@ impl Relay {
             });
         }
         json.push('}');
-        Self {
+        Ok(Self {
             json,
             members: spans,
-        }
+        })
     }
 
     /// The message as compact JSON text.
