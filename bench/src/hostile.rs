@@ -85,7 +85,6 @@ struct StreamerOutcome {
 /// Reads a streamer's messages: the well-behaved players' (checked and timed as in `relay`)
 /// and the flooder's (counted). It stops reading once for `pause`; once told to stop, it reads
 /// on until the pong to the ping the coordinator sends then.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn streamer_reader(
     mut stream: Stream,
     ids: HashMap<String, usize>,
