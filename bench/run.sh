@@ -35,6 +35,11 @@ figures = {
               ("server CPU µs/message", "results.server_cpu_us_per_message", 1, 2)],
     "churn": [("join/leave cycles/s", "results.cycles_per_s", 1, 0),
               ("server CPU µs/cycle", "results.server_cpu_us_per_cycle", 1, 1)],
+    "hostile": [("well-behaved one-way p99 ms, player→streamer", "results.up.latency_us.p99", 1e-3, 1),
+                ("well-behaved one-way p99 ms, streamer→player", "results.down.latency_us.p99", 1e-3, 1),
+                ("streamers survived", "results.streamers_survived", 1, 0),
+                ("flooders closed", "results.flooders_closed", 1, 0),
+                ("server RSS peak − before, MiB", "results.rss_kib.peak_growth", 1 / 1024, 1)],
 }
 groups = {}
 for r in rows:
@@ -86,6 +91,7 @@ scenarios=(
   "relay -p 10 --duration 5 --rate 20000"
   "relay -p 10 --duration 5 --window 256"
   "churn --duration 5 --concurrency 50"
+  "hostile -s 2 -p 10 --rate 1000 --duration 5 --pause-ms 3000"
 )
 
 wanted() {

@@ -9,12 +9,14 @@
 //!   tables) and every outgoing queue; it never waits on a socket.
 //! - [`sessions`] is the HTTP + Server-Sent Events front door's sans-IO core (sessions, peers,
 //!   event queues) and the one task that drives it, the router's pattern again.
-//! - [`server`] binds everything, spawns the tasks and owns shutdown.
+//! - [`server`] binds everything, spawns the tasks and owns shutdown; at start it raises the
+//!   open-file limit (`fd_limit`).
 //! - [`config`] layers the embedded `signalling.toml`, a `--config` file and flags.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
 pub mod connection;
+mod fd_limit;
 pub mod http;
 pub mod ice;
 pub mod listener;

@@ -111,7 +111,10 @@ impl Server {
     }
 
     /// Serves until SIGINT or SIGTERM (or the shutdown token), then shuts down gracefully.
+    /// This is the binary's way in: it first raises the process's open-file limit (which an
+    /// embedding test harness keeps as it is).
     pub async fn run(self) -> Result<(), ServerError> {
+        crate::fd_limit::raise_and_log();
         self.run_until(shutdown_signal()).await
     }
 

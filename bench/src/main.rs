@@ -6,6 +6,7 @@
 
 mod churn;
 mod connect;
+mod hostile;
 mod peers;
 mod relay;
 mod subscribe;
@@ -49,6 +50,9 @@ enum Scenario {
     Relay(relay::Args),
     /// Players join, get the offer and leave, in a loop with bounded concurrency.
     Churn(churn::Args),
+    /// S streamers with P paced players each, plus one player per streamer flooding 1 KiB
+    /// iceCandidates without reading; the streamers may pause. Latency, losses, survivors, RSS.
+    Hostile(hostile::Args),
 }
 
 /// What a scenario hands back for the JSON line.
@@ -130,6 +134,7 @@ fn run(cli: &Cli) -> Result<Report> {
             Scenario::Subscribe(args) => subscribe::run(cli, args).await,
             Scenario::Relay(args) => relay::run(cli, args).await,
             Scenario::Churn(args) => churn::run(cli, args).await,
+            Scenario::Hostile(args) => hostile::run(cli, args).await,
         }
     })
 }

@@ -40,9 +40,9 @@ pub(crate) struct Args {
 }
 
 /// One direction's shared counters.
-struct Direction {
-    sent: AtomicU64,
-    received: AtomicU64,
+pub(crate) struct Direction {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
     /// Flat out: a permit per message that may be in flight.
     window: Semaphore,
 }
@@ -56,23 +56,35 @@ impl Direction {
         }
     }
 
-    fn outstanding(&self) -> u64 {
+    pub(crate) fn outstanding(&self) -> u64 {
         let sent = self.sent.load(Ordering::Acquire);
         sent.saturating_sub(self.received.load(Ordering::Acquire))
     }
 }
 
-struct Shared {
-    epoch: Instant,
-    up: Direction,
-    down: Direction,
+/// One streamer's relay: both directions, and the clock send times are read on.
+pub(crate) struct Shared {
+    pub(crate) epoch: Instant,
+    pub(crate) up: Direction,
+    pub(crate) down: Direction,
     /// Set once the writers stopped: receivers then report progress on `progress`.
-    draining: AtomicBool,
-    progress: Notify,
+    pub(crate) draining: AtomicBool,
+    pub(crate) progress: Notify,
 }
 
 impl Shared {
-    fn received(&self, dir: &Direction) {
+    /// `window`: messages in flight per direction when flat out (unused when paced).
+    pub(crate) fn new(window: usize) -> Self {
+        Self {
+            epoch: Instant::now(),
+            up: Direction::new(window),
+            down: Direction::new(window),
+            draining: AtomicBool::new(false),
+            progress: Notify::new(),
+        }
+    }
+
+    pub(crate) fn received(&self, dir: &Direction) {
         dir.received.fetch_add(1, Ordering::AcqRel);
         dir.window.add_permits(1);
         if self.draining.load(Ordering::Acquire) {
@@ -83,15 +95,15 @@ impl Shared {
 
 /// The fields a receiver reads; everything else in the message is carried but not parsed.
 #[derive(Deserialize)]
-struct Probe<'a> {
+pub(crate) struct Probe<'a> {
     #[serde(rename = "type")]
-    kind: &'a str,
+    pub(crate) kind: &'a str,
     #[serde(rename = "playerId")]
-    player_id: Option<&'a str>,
+    pub(crate) player_id: Option<&'a str>,
     #[serde(rename = "benchSeq")]
-    seq: Option<u64>,
+    pub(crate) seq: Option<u64>,
     #[serde(rename = "benchT")]
-    sent_ns: Option<u64>,
+    pub(crate) sent_ns: Option<u64>,
 }
 
 /// An iceCandidate as a browser sends it (≈ 240 bytes), plus the sequence number and send time.
@@ -104,17 +116,17 @@ fn message(seq: u64, sent_ns: u64, player_id: Option<&str>) -> String {
 }
 
 /// Who a writer sends to: the socket (index into its sinks) and the `playerId` to add.
-struct Target {
-    sink: usize,
-    player_id: Option<String>,
-    seq: u64,
+pub(crate) struct Target {
+    pub(crate) sink: usize,
+    pub(crate) player_id: Option<String>,
+    pub(crate) seq: u64,
 }
 
-type Sink = SplitSink<Ws, Message>;
-type Stream = SplitStream<Ws>;
+pub(crate) type Sink = SplitSink<Ws, Message>;
+pub(crate) type Stream = SplitStream<Ws>;
 
 /// Sends until `deadline`, round-robin over `targets`; returns its sinks (kept open) and counts.
-async fn writer(
+pub(crate) async fn writer(
     mut sinks: Vec<Sink>,
     mut targets: Vec<Target>,
     shared: Arc<Shared>,
@@ -189,18 +201,18 @@ async fn writer(
 }
 
 /// Unexpected messages each reader describes on stderr; the rest are only counted.
-const REPORTED: u64 = 5;
+pub(crate) const REPORTED: u64 = 5;
 
 /// What a reader hands back: one-way latencies and counts.
-struct ReaderOutcome {
-    latencies: Vec<Duration>,
-    counts: Counts,
+pub(crate) struct ReaderOutcome {
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) counts: Counts,
 }
 
 /// Reads relayed messages until told to stop. `ids` maps the `playerId`s this reader may see
 /// to a sender index: for the streamer every player's id; for a player its own id (the server
 /// may keep `playerId` on what a streamer sends), which may also be absent.
-async fn reader(
+pub(crate) async fn reader(
     mut stream: Stream,
     ids: HashMap<String, usize>,
     players: usize,
@@ -282,7 +294,7 @@ async fn reader(
 
 /// Connects player `index`, subscribes it and has the streamer offer; returns the player's
 /// socket and the id the server gave it.
-async fn join(
+pub(crate) async fn join(
     cli: &Cli,
     streamer: &mut Ws,
     streamer_id: &str,
@@ -338,13 +350,7 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Report> {
         players.push((ws, id));
     }
 
-    let shared = Arc::new(Shared {
-        epoch: Instant::now(),
-        up: Direction::new(args.window),
-        down: Direction::new(args.window),
-        draining: AtomicBool::new(false),
-        progress: Notify::new(),
-    });
+    let shared = Arc::new(Shared::new(args.window));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = Vec::new();
     let mut player_sinks = Vec::new();

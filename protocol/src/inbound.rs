@@ -4,7 +4,7 @@
 use serde_json::value::RawValue;
 
 use crate::number::integer_decimal;
-use crate::relay::{Members, Relay, parse_members};
+use crate::relay::{Members, Relay, check_depth, parse_members};
 
 /// Why a text could not be classified. The connection that sent it stays open (PROTOCOL.md §10).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub enum ParseError {
     MissingType,
     /// `type` is not a string.
     TypeNotString,
+    /// Arrays and objects nested deeper than [`crate::relay::MAX_NESTING_DEPTH`].
+    TooDeep,
 }
 
 impl std::fmt::Display for ParseError {
@@ -26,6 +28,11 @@ impl std::fmt::Display for ParseError {
             Self::NotObject => f.write_str("JSON that is not an object"),
             Self::MissingType => f.write_str("no `type` field"),
             Self::TypeNotString => f.write_str("`type` is not a string"),
+            Self::TooDeep => write!(
+                f,
+                "nested deeper than {} levels",
+                crate::relay::MAX_NESTING_DEPTH
+            ),
         }
     }
 }
@@ -46,6 +53,21 @@ pub enum ForwardKind {
 }
 
 impl ForwardKind {
+    /// The kind a message `type` names, if the server forwards it.
+    fn from_type(ty: &str) -> Option<Self> {
+        Some(match ty {
+            "offer" => Self::Offer,
+            "answer" => Self::Answer,
+            "iceCandidate" => Self::IceCandidate,
+            "layerPreference" => Self::LayerPreference,
+            "dataChannelRequest" => Self::DataChannelRequest,
+            "peerDataChannelsReady" => Self::PeerDataChannelsReady,
+            "peerDataChannels" => Self::PeerDataChannels,
+            "streamerDataChannels" => Self::StreamerDataChannels,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Offer => "offer",
@@ -196,11 +218,15 @@ impl Inbound {
         } else {
             return Err(ParseError::TypeNotString);
         };
-        let forward = |kind| Self::Forward {
-            kind,
-            player_id: PlayerIdValue::from_raw(field(&members, "playerId")),
-            relay: Relay::from_members(&members),
-        };
+        if let Some(kind) = ForwardKind::from_type(&ty) {
+            // The hot path: nesting is checked while the message is copied.
+            return Ok(Self::Forward {
+                kind,
+                player_id: PlayerIdValue::from_raw(field(&members, "playerId")),
+                relay: Relay::from_members(&members)?,
+            });
+        }
+        check_depth(&members)?;
         Ok(match &*ty {
             "endpointId" => Self::EndpointId {
                 id: string_field(&members, "id"),
@@ -210,14 +236,6 @@ impl Inbound {
                 streamer_id: string_field(&members, "streamerId"),
             },
             "unsubscribe" => Self::Unsubscribe,
-            "offer" => forward(ForwardKind::Offer),
-            "answer" => forward(ForwardKind::Answer),
-            "iceCandidate" => forward(ForwardKind::IceCandidate),
-            "layerPreference" => forward(ForwardKind::LayerPreference),
-            "dataChannelRequest" => forward(ForwardKind::DataChannelRequest),
-            "peerDataChannelsReady" => forward(ForwardKind::PeerDataChannelsReady),
-            "peerDataChannels" => forward(ForwardKind::PeerDataChannels),
-            "streamerDataChannels" => forward(ForwardKind::StreamerDataChannels),
             "disconnectPlayer" => Self::DisconnectPlayer {
                 player_id: PlayerIdValue::from_raw(field(&members, "playerId")),
                 reason: string_field(&members, "reason"),
@@ -323,6 +341,26 @@ mod tests {
     }
 
     #[test]
+    fn every_forwarded_type_is_a_forward() {
+        for kind in [
+            ForwardKind::Offer,
+            ForwardKind::Answer,
+            ForwardKind::IceCandidate,
+            ForwardKind::LayerPreference,
+            ForwardKind::DataChannelRequest,
+            ForwardKind::PeerDataChannelsReady,
+            ForwardKind::PeerDataChannels,
+            ForwardKind::StreamerDataChannels,
+        ] {
+            let text = format!(r#"{{"type":"{}"}}"#, kind.as_str());
+            assert!(
+                matches!(Inbound::parse(&text), Ok(Inbound::Forward { kind: k, .. }) if k == kind),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn player_id_values() {
         let pid = |t: &str| PlayerIdValue::from_raw(serde_json::from_str::<&RawValue>(t).ok());
         assert_eq!(pid("\"Player0\"").match_key().as_deref(), Some("Player0"));
@@ -349,6 +387,22 @@ mod tests {
         assert_eq!(
             Inbound::parse(r#"{"type":3}"#),
             Err(ParseError::TypeNotString)
+        );
+    }
+
+    #[test]
+    fn too_deep_messages_are_bad_input_whatever_their_type() {
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        let limit = crate::MAX_NESTING_DEPTH;
+        for ty in ["iceCandidate", "offer", "subscribe", "ping", "noSuchType"] {
+            let ok = format!(r#"{{"type":"{ty}","x":{}}}"#, nested(limit - 1));
+            assert!(Inbound::parse(&ok).is_ok(), "{ty}");
+            let deep = format!(r#"{{"type":"{ty}","x":{}}}"#, nested(limit));
+            assert_eq!(Inbound::parse(&deep), Err(ParseError::TooDeep), "{ty}");
+        }
+        assert_eq!(
+            ParseError::TooDeep.to_string(),
+            "nested deeper than 64 levels"
         );
     }
 }

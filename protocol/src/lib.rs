@@ -14,7 +14,7 @@ pub mod relay;
 
 pub use inbound::{ForwardKind, Inbound, ParseError, PlayerIdValue};
 pub use message::ServerMessage;
-pub use relay::Relay;
+pub use relay::{MAX_NESTING_DEPTH, Relay};
 
 /// The protocol version the server announces in `config`.
 pub const PROTOCOL_VERSION: &str = "1.3.0";

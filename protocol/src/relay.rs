@@ -52,12 +52,69 @@ impl Member {
 /// Members of a JSON object borrowed from its text: decoded key, raw value.
 pub(crate) type Members<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
 
-/// Parses `text` as one JSON object, borrowing keys and values from it.
+/// The deepest nesting of arrays and objects a message may have, the message object itself
+/// being level 1; a deeper message is bad input (PROTOCOL.md §10).
+///
+/// serde_json reads a value it keeps raw without recursion, so the server itself would take any
+/// depth; but it forwards what it receives, and the parsers on the receiving side (browsers'
+/// `JSON.parse`, Unreal's `FJsonSerializer`, Node's) recurse, and can fail or crash on the
+/// 400,000 levels one 1 MiB message can hold. What Epic's peers send nests 2 levels at most
+/// (an `iceCandidate`'s `candidate` object, in Epic's `signalling_messages.proto`; the deepest
+/// message the server sends, `config` with `iceServers[].urls[]`, has 4); 64 is far above that,
+/// and half of serde_json's own recursion limit of 128.
+pub const MAX_NESTING_DEPTH: usize = 64;
+
+/// How deep a member's value may nest: the object holding it is level 1.
+const MEMBER_LEVELS: usize = MAX_NESTING_DEPTH - 1;
+
+/// Parses `text` as one JSON object, borrowing keys and values from it. Nesting is not checked
+/// here: [`Relay::from_members`] checks it while it copies, [`check_depth`] for the rest.
 pub(crate) fn parse_members(text: &str) -> Result<Members<'_>, ParseError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let members = de.deserialize_map(MembersVisitor).map_err(classify)?;
     de.end().map_err(classify)?;
     Ok(dedupe(members))
+}
+
+/// [`ParseError::TooDeep`] if a member nests deeper than [`MAX_NESTING_DEPTH`] allows.
+pub(crate) fn check_depth(members: &Members<'_>) -> Result<(), ParseError> {
+    if members
+        .iter()
+        .all(|(_, value)| nests_at_most(value.get(), MEMBER_LEVELS))
+    {
+        Ok(())
+    } else {
+        Err(ParseError::TooDeep)
+    }
+}
+
+/// Whether `raw` (valid JSON) nests arrays and objects at most `levels` deep. Scalars are not
+/// scanned, strings are skipped with `memchr`, and the scan stops at the first level too many.
+fn nests_at_most(raw: &str, levels: usize) -> bool {
+    let bytes = raw.as_bytes();
+    if !matches!(bytes.first(), Some(b'[' | b'{')) {
+        return true;
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => i = string_end(bytes, i + 1),
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > levels {
+                    return false;
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    true
 }
 
 fn classify(err: serde_json::Error) -> ParseError {
@@ -141,13 +198,29 @@ impl<'de> Visitor<'de> for KeyVisitor {
 /// Appends `raw` (valid JSON) without the white space outside strings. Runs between white
 /// space are copied whole, and strings are skipped to their next quote or backslash with
 /// `memchr`, so long SDP and candidate strings cost a few bulk copies.
-fn push_compact(out: &mut String, raw: &str) {
+///
+/// It also counts nesting on the way, which costs the hot path nothing more than a compare per
+/// bracket: false (with `out` holding part of `raw`) as soon as `raw` nests arrays and objects
+/// more than `levels` deep.
+fn push_compact(out: &mut String, raw: &str, levels: usize) -> bool {
     let bytes = raw.as_bytes();
     let mut run_start = 0;
+    let mut depth = 0usize;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
             b'"' => i = string_end(bytes, i + 1),
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > levels {
+                    return false;
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
             b' ' | b'\t' | b'\n' | b'\r' => {
                 // White space is ASCII, so both ends of the run are char boundaries.
                 out.push_str(raw.get(run_start..i).unwrap_or_default());
@@ -161,6 +234,7 @@ fn push_compact(out: &mut String, raw: &str) {
         }
     }
     out.push_str(raw.get(run_start..).unwrap_or_default());
+    true
 }
 
 /// The index just past the closing quote of the string whose contents start at `from`.
@@ -179,10 +253,10 @@ fn string_end(bytes: &[u8], mut from: usize) -> usize {
     bytes.len()
 }
 
-/// `raw` (valid JSON) without the white space outside strings.
+/// `raw` (valid JSON, whose depth was checked) without the white space outside strings.
 pub(crate) fn compact(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
-    push_compact(&mut out, raw);
+    push_compact(&mut out, raw, usize::MAX);
     out
 }
 
@@ -204,10 +278,12 @@ fn push_key(out: &mut String, key: &str) {
 impl Relay {
     /// Parses a message that must be a JSON object.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        Ok(Self::from_members(&parse_members(text)?))
+        Self::from_members(&parse_members(text)?)
     }
 
-    pub(crate) fn from_members(members: &[(Cow<'_, str>, &RawValue)]) -> Self {
+    /// The message made of `members`; [`ParseError::TooDeep`] if it nests deeper than
+    /// [`MAX_NESTING_DEPTH`].
+    pub(crate) fn from_members(members: &[(Cow<'_, str>, &RawValue)]) -> Result<Self, ParseError> {
         let capacity = members
             .iter()
             .map(|(k, v)| k.len() + v.get().len() + 4)
@@ -225,7 +301,9 @@ impl Relay {
             let key_end = json.len();
             json.push(':');
             let value_start = json.len();
-            push_compact(&mut json, value.get());
+            if !push_compact(&mut json, value.get(), MEMBER_LEVELS) {
+                return Err(ParseError::TooDeep);
+            }
             spans.push(Member {
                 key_start,
                 key_end,
@@ -234,10 +312,10 @@ impl Relay {
             });
         }
         json.push('}');
-        Self {
+        Ok(Self {
             json,
             members: spans,
-        }
+        })
     }
 
     /// The message as compact JSON text.
@@ -439,7 +517,84 @@ mod tests {
         assert!(matches!(Relay::parse(""), Err(ParseError::NotJson(_))));
     }
 
+    /// `{"type":"iceCandidate","candidate":V}` where V nests `levels` arrays or objects
+    /// (chosen by `objects`, cycled), so the message nests `levels + 1`.
+    fn nested_candidate(levels: usize, objects: &[bool]) -> String {
+        let mut open = String::new();
+        let mut close = String::new();
+        for i in 0..levels {
+            if objects.get(i % objects.len().max(1)) == Some(&true) {
+                open.push_str(r#"{"k":"]}[{","#);
+                open.push_str(r#""v":"#);
+                close.insert(0, '}');
+            } else {
+                open.push_str(r#"["[{",1,"#);
+                close.insert(0, ']');
+            }
+        }
+        format!(r#"{{"type":"iceCandidate","candidate":{open}0{close}}}"#)
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_kept_and_one_level_more_is_too_deep() {
+        for shape in [&[false][..], &[true], &[true, false]] {
+            let at_limit = nested_candidate(MAX_NESTING_DEPTH - 1, shape);
+            assert_eq!(relay(&at_limit).as_str(), at_limit, "{shape:?}");
+            let over = nested_candidate(MAX_NESTING_DEPTH, shape);
+            assert_eq!(Relay::parse(&over), Err(ParseError::TooDeep), "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn a_flood_of_nested_arrays_is_too_deep() {
+        // What one 1 MiB message can hold.
+        let deep = format!(
+            r#"{{"type":"iceCandidate","candidate":{}{}}}"#,
+            "[".repeat(400_000),
+            "]".repeat(400_000)
+        );
+        assert_eq!(Relay::parse(&deep), Err(ParseError::TooDeep));
+        // Unbalanced: not JSON at all.
+        let open = format!(r#"{{"type":"offer","x":{}"#, "[".repeat(400_000));
+        assert!(matches!(Relay::parse(&open), Err(ParseError::NotJson(_))));
+    }
+
+    #[test]
+    fn brackets_inside_strings_and_side_by_side_values_do_not_nest() {
+        let brackets = "[{".repeat(10_000);
+        let text = format!(r#"{{"type":"offer","sdp":"{brackets}\\\"[","k{brackets}":1}}"#);
+        assert_eq!(relay(&text).as_str(), text);
+        // Many siblings, each shallow: width is not depth.
+        let wide = format!(r#"{{"a":[{}[]]}}"#, "[[]],{},".repeat(10_000));
+        assert!(Relay::parse(&wide).is_ok());
+    }
+
+    #[test]
+    fn a_too_deep_value_counts_even_under_a_repeated_key() {
+        let deep = nested_candidate(MAX_NESTING_DEPTH, &[false]);
+        let text = deep.replacen('{', r#"{"candidate":1,"#, 1);
+        assert_eq!(Relay::parse(&text), Err(ParseError::TooDeep));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn accepted_exactly_up_to_the_limit(
+            // serde_json's `Value`, the reference here, stops at 128 levels.
+            levels in 0..(MAX_NESTING_DEPTH * 3 / 2),
+            shape in proptest::collection::vec(proptest::bool::ANY, 1..5),
+        ) {
+            let text = nested_candidate(levels, &shape);
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let depth = json_depth(&value);
+            proptest::prop_assert_eq!(depth, levels + 1);
+            let parsed = Relay::parse(&text);
+            if depth <= MAX_NESTING_DEPTH {
+                proptest::prop_assert_eq!(parsed.map(Relay::into_string), Ok(text));
+            } else {
+                proptest::prop_assert_eq!(parsed, Err(ParseError::TooDeep));
+            }
+        }
+
         #[test]
         fn compact_output_means_the_same_json(value in arb_object()) {
             let pretty = serde_json::to_string_pretty(&value).unwrap();
@@ -461,6 +616,15 @@ mod tests {
             expected.remove(&key);
             let back: serde_json::Value = serde_json::from_str(r.as_str()).unwrap();
             proptest::prop_assert_eq!(back, serde_json::Value::Object(expected));
+        }
+    }
+
+    /// Arrays and objects nested in `v`, itself included.
+    fn json_depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+            serde_json::Value::Object(o) => 1 + o.values().map(json_depth).max().unwrap_or(0),
+            _ => 0,
         }
     }
 

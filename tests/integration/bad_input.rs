@@ -6,7 +6,9 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::support::{TestServer, config, player_connected, player_disconnected, streamer_list};
+use crate::support::{
+    TestPeer, TestServer, config, player_connected, player_disconnected, streamer_list,
+};
 
 const QUIET: Duration = Duration::from_millis(200);
 
@@ -232,4 +234,61 @@ async fn player_that_never_reads_is_closed_too_slow() {
         .subscribed_player(&mut st, "DefaultStreamer", "Player1")
         .await;
     q.sync().await;
+}
+
+/// An iceCandidate whose `candidate` nests `levels` arrays, so the message nests `levels + 1`;
+/// with `player_id`, as a streamer sends it.
+fn nested_candidate(levels: usize, player_id: Option<&str>) -> String {
+    let to = player_id.map_or_else(String::new, |id| format!(r#""playerId":"{id}","#));
+    format!(
+        r#"{{"type":"iceCandidate",{to}"candidate":{}{}}}"#,
+        "[".repeat(levels),
+        "]".repeat(levels)
+    )
+}
+
+/// The next message, which must be `expected`; a wrong one is shown by its start only.
+async fn expect_long_text(peer: &mut TestPeer, expected: &str) {
+    let got = peer.recv_text().await;
+    assert!(
+        got == expected,
+        "{} got {}… ({} bytes) instead of {}…",
+        peer.name,
+        got.get(..80).unwrap_or(&got),
+        got.len(),
+        expected.get(..80).unwrap_or(expected)
+    );
+}
+
+#[tokio::test]
+async fn too_deeply_nested_message_is_dropped_and_the_connection_kept() {
+    let server = TestServer::with_defaults().await;
+    let mut st = server.streamer("DefaultStreamer").await;
+    let mut p = server
+        .subscribed_player(&mut st, "DefaultStreamer", "Player0")
+        .await;
+
+    // 400,000 levels in 800 KB (within max_message_size), then one level over the limit.
+    for levels in [400_000, protocol::MAX_NESTING_DEPTH] {
+        p.send_json(&nested_candidate(levels, None)).await;
+        st.send_json(&nested_candidate(levels, Some("Player0")))
+            .await;
+    }
+    // The deepest message allowed (the message object is level 1) goes through both ways.
+    let levels = protocol::MAX_NESTING_DEPTH - 1;
+    p.send_json(&nested_candidate(levels, None)).await;
+    let up = nested_candidate(levels, None);
+    expect_long_text(
+        &mut st,
+        &format!("{},\"playerId\":\"Player0\"}}", up.trim_end_matches('}')),
+    )
+    .await;
+    st.send_json(&nested_candidate(levels, Some("Player0")))
+        .await;
+    expect_long_text(&mut p, &nested_candidate(levels, Some("Player0"))).await;
+    for peer in [&mut p, &mut st] {
+        peer.sync().await;
+    }
+    p.expect_silence(QUIET).await;
+    st.expect_silence(QUIET).await;
 }

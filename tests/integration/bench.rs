@@ -125,6 +125,59 @@ async fn churn_scenario_pairs_every_connect_with_one_disconnect() {
     assert_eq!(report["results"]["player_disconnected"], cycles);
 }
 
+/// Issue 10, finding 2: one player per streamer floods 1 KiB iceCandidates without reading
+/// while the streamers pause; no streamer may be closed and no well-behaved message lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_scenario_keeps_every_streamer_and_well_behaved_message() {
+    // A short queue and a 2 s pause, so that the flood a debug build manages overflows the
+    // paused streamer's queue every time (6 of 6 runs closed both streamers before the fix).
+    let server = TestServer::start(Config {
+        max_queued_messages: 256,
+        ..config()
+    })
+    .await;
+    let scenario = [
+        "--timeout",
+        "2",
+        "hostile",
+        "-s",
+        "2",
+        "-p",
+        "3",
+        "--rate",
+        "400",
+        "--duration",
+        "2.5",
+        "--pause-ms",
+        "2000",
+        "--pause-at",
+        "0.3",
+    ];
+    let (code, stdout) = bench_against(&server, &scenario).await;
+    let report = clean_report(code, &stdout, "hostile");
+    let results = &report["results"];
+    assert_eq!(results["streamers_survived"], 2, "{report}");
+    for dir in ["up", "down"] {
+        let sent = results[dir]["sent"].as_u64().expect("sent");
+        assert!(sent > 0, "{dir}: {report}");
+        assert_eq!(results[dir]["received"], sent, "{dir}: {report}");
+    }
+    let flooders = results["flooders"].as_array().expect("flooders");
+    assert_eq!(flooders.len(), 2, "{report}");
+    for f in flooders {
+        assert!(f["sent"].as_u64().is_some_and(|n| n > 0), "{f}");
+        // Slowed (still served once the streamer drained) or closed 1008; 1006 if the close
+        // frame was lost with the connection's unread flood.
+        let code = &f["closed"]["code"];
+        assert!(
+            f["outcome"] == "open" || (f["outcome"] == "closed" && (code == 1008 || code == 1006)),
+            "flooder: {f}"
+        );
+    }
+    let rss = &results["rss_kib"];
+    assert!(rss["peak"].as_u64() >= rss["before"].as_u64(), "{report}");
+}
+
 /// A proxy in front of the streamer port that drops the `n`th message of a type (1-based).
 async fn dropping_nth(server: &TestServer, type_name: &'static str, n: u64) -> FaultProxy {
     let seen = AtomicU64::new(0);

@@ -10,6 +10,7 @@ mod binary;
 mod browser;
 mod disconnect_player;
 mod epic_client;
+mod fd_limit;
 mod hostile;
 mod ice_servers;
 mod legacy;
