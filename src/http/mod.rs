@@ -27,6 +27,11 @@ use crate::connection;
 use crate::listener::{Acceptor, UPGRADE_TIMEOUT, first_subprotocol};
 use crate::router::Role;
 
+/// The most hyper buffers per HTTP connection, each way: a request head, and what it has taken
+/// from a response body and not yet written. hyper's default (about 400 KiB) let each event
+/// stream whose client stopped reading hold that much; a head never needs more than this.
+const HTTP_BUFFER: usize = 64 * 1024;
+
 /// The remote address of the TCP connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub SocketAddr);
@@ -227,6 +232,7 @@ where
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(UPGRADE_TIMEOUT)
+        .max_buf_size(HTTP_BUFFER)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
