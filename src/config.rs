@@ -734,8 +734,8 @@ pub const MAX_SESSION_LIMIT: usize = 1 << 20;
 pub const MAX_EVENT_BYTES: usize = 1 << 40;
 
 /// Bytes of `max_peer_event_bytes` set aside per peer of a full session beside the largest
-/// message: room for one `peer-left` from every other peer (`sessions::CONTROL_EVENT_COST`, 162)
-/// and for the sender id and framing an event adds to a body.
+/// message: room for one `peer-left` from every other peer (`sessions::CONTROL_EVENT_COST`, 226)
+/// and for what an event adds to its body (a longer sender id, the per-event overhead).
 pub const PEER_EVENT_BYTES_PER_PEER: usize = 256;
 
 impl SessionsConfig {

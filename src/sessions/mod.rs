@@ -25,13 +25,19 @@ use tracing::{debug, info, warn};
 /// Longest session or peer id, in bytes.
 pub const MAX_ID_LEN: usize = 64;
 
-/// Bytes counted for each event on top of its JSON text: its slot in a peer's log (24), the
-/// shared string's header (16) and the allocator's rounding and the log's spare capacity.
-pub(crate) const EVENT_OVERHEAD: usize = 64;
+/// Bytes counted for each event on top of its JSON text: its slot in a peer's log (24) and in
+/// a stream's in-flight list (16), the shared string's header (16), the allocator's rounding (up
+/// to 23) and the log's spare capacity.
+pub(crate) const EVENT_OVERHEAD: usize = 128;
 
 /// The most a `new-peer` or `peer-left` event costs: `{"senderId":"<64 characters>",
 /// "type":"peer-left"}` is 98 bytes, plus [`EVENT_OVERHEAD`].
 pub(crate) const CONTROL_EVENT_COST: usize = 98 + EVENT_OVERHEAD;
+
+/// Bytes counted server-wide for each registered peer: its slot in its session (160, twice that
+/// with the list's spare room), its id, its entries in the stream and replay tables, and its
+/// share of its session's entry. Measured at about 0.6 KiB; rounded up.
+pub(crate) const PEER_ENTRY_COST: usize = 1024;
 
 /// Bytes handed to one stream and not yet taken by its writer: beyond this the core waits for
 /// the writer (a stream whose client does not read holds no more than this, plus one event).
@@ -364,9 +370,10 @@ fn peer_reserve(peers: usize) -> usize {
     peers.saturating_sub(1) * CONTROL_EVENT_COST
 }
 
-/// The room kept server-wide for a session of `peers` peers: each may leave and tell the others.
+/// What a session of `peers` peers is counted as server-wide besides its events: each peer's
+/// entries, and room for each to leave and tell the others.
 fn session_reserve(peers: usize) -> usize {
-    peers * peer_reserve(peers)
+    peers * (PEER_ENTRY_COST + peer_reserve(peers))
 }
 
 /// The sessions state machine.
@@ -383,7 +390,7 @@ pub struct Sessions {
     /// The cost of every peer's log together, and of the replay windows alone.
     event_bytes: usize,
     replay_bytes: usize,
-    /// [`session_reserve`] summed over sessions.
+    /// [`session_reserve`] summed over sessions: counted against `max_event_bytes` with events.
     reserved_bytes: usize,
     /// Process-wide, so a reconnecting client's Last-Event-ID never names a later event.
     next_event_id: u64,
@@ -442,13 +449,15 @@ impl Sessions {
                 });
             }
             let creator = address_key(client);
-            let created = self.per_address.entry(creator).or_default();
-            if limits.max_sessions_per_address > 0 && *created >= limits.max_sessions_per_address {
+            let created = self.per_address.get(&creator).copied().unwrap_or(0);
+            if limits.max_sessions_per_address > 0 && created >= limits.max_sessions_per_address {
                 return Err(SessionError::TooManySessionsFromAddress {
                     limit: limits.max_sessions_per_address,
                 });
             }
-            *created += 1;
+            self.server_fits(session_reserve(1))?;
+            *self.per_address.entry(creator).or_default() += 1;
+            self.reserved_bytes += session_reserve(1);
             self.sessions.insert(
                 session.to_owned(),
                 Session {

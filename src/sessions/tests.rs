@@ -814,6 +814,46 @@ fn a_last_event_id_from_the_future_does_not_stop_later_events() {
     );
 }
 
+#[test]
+fn the_smallest_peer_budget_validation_allows_holds_the_largest_message_and_the_reserve() {
+    use crate::config::PEER_EVENT_BYTES_PER_PEER;
+    for max_body in [1024, 65_536] {
+        // The largest body: a one-letter target and type, the rest payload.
+        let frame = r#"{"target":"a","type":"t","payload":""}"#;
+        let payload = text(max_body - frame.len());
+        let body = format!(r#"{{"target":"a","type":"t","payload":{}}}"#, payload.get());
+        assert_eq!(body.len(), max_body);
+        // Sent by the longest id.
+        let largest = cost(&"x".repeat(MAX_ID_LEN), "t", Some(&payload));
+        for peers in 2..=64 {
+            assert!(
+                largest + peer_reserve(peers) <= max_body + PEER_EVENT_BYTES_PER_PEER * peers,
+                "{max_body} bytes, {peers} peers"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_new_session_needs_room_for_its_entry_in_the_server_budget() {
+    let mut s = Sessions::new(Limits {
+        max_event_bytes: 2 * session_reserve(1),
+        ..limits()
+    });
+    reg(&mut s, "s0", "a").unwrap();
+    reg(&mut s, "s1", "a").unwrap();
+    assert_eq!(
+        reg(&mut s, "s2", "a"),
+        Err(SessionError::ServerBytesFull {
+            limit: 2 * session_reserve(1)
+        })
+    );
+    assert_eq!(s.session_count(), 2);
+    assert_eq!(s.reserved_bytes, 2 * session_reserve(1));
+    s.handle_unregister("s0", "a", 0).unwrap();
+    reg(&mut s, "s2", "a").unwrap();
+}
+
 mod properties {
     use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -834,7 +874,7 @@ mod properties {
             max_peers_per_session: 3,
             max_queued_events: 4,
             max_peer_event_bytes: 2000,
-            max_event_bytes: 5000,
+            max_event_bytes: 12_000,
             stream_window_bytes: 600,
             idle_timeout_ms: 1000,
         }
