@@ -466,3 +466,38 @@ async fn memory_stays_within_the_budget_with_event_streams_that_never_read() {
     assert_within(&server, base, 0, "10 event streams that never read");
     drop(streams);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_within_the_budget_when_sessions_fill_it() {
+    // The table alone: every peer is counted at a fixed cost, which must not be below its real
+    // one.
+    let server = ServerProcess::start(
+        "memory-table",
+        "[sessions]\nmax_event_bytes = 8388608\nmax_sessions = 100000\nmax_sessions_per_address = 0\n",
+    )
+    .await;
+    let api = server.api();
+    let base = server.reset_peak();
+    // Two-peer sessions until the budget refuses one, 64 sessions at a time.
+    let mut sessions = 0;
+    'create: loop {
+        let batch = (sessions..sessions + 64).map(|n| {
+            let api = api.clone();
+            async move {
+                let a = api.try_register(&format!("s{n}"), "a").await;
+                let b = api.try_register(&format!("s{n}"), "b").await;
+                (a, b)
+            }
+        });
+        for ((a, _), (b, body)) in join_all(batch).await {
+            if a != 200 || b != 200 {
+                assert_eq!(body["limit"], "max_event_bytes", "{body}");
+                break 'create;
+            }
+            sessions += 1;
+        }
+        assert!(sessions < 100_000, "the budget never refused a session");
+    }
+    eprintln!("{sessions} two-peer sessions");
+    assert_within(&server, base, 0, "sessions filling the budget");
+}
