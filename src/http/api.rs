@@ -222,7 +222,7 @@ async fn register(
             ok("session registered successfully")
         }
         Err(e) => {
-            warn!(session, peer, "register refused: {e}");
+            warn!(session, peer, %client, "register refused: {e}");
             refused(e)
         }
     }
@@ -319,6 +319,7 @@ struct MessageBody {
 /// within `body_read_timeout`, or the answer is 408 and the connection closes.
 async fn message(
     State(api): State<Api>,
+    remote: Option<Extension<RemoteAddr>>,
     path: Result<Path<(String, String)>, PathRejection>,
     request: Request,
 ) -> Response {
@@ -333,9 +334,12 @@ async fn message(
     } else if let Ok(body) = tokio::time::timeout(limit, read).await {
         body
     } else {
+        let remote = remote.map(|r| r.0.0);
         warn!(
             session,
-            from, "message body not received within {limit:?}; refused"
+            from,
+            ?remote,
+            "message body not received within {limit:?}; refused"
         );
         let mut response = limit_error(
             StatusCode::REQUEST_TIMEOUT,
