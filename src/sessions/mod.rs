@@ -502,6 +502,9 @@ impl Sessions {
         self.make_server_room(n * CONTROL_EVENT_COST + reserve_growth);
         self.reserved_bytes += reserve_growth;
         if let Some(existing) = self.sessions.get_mut(session) {
+            // Exactly one more slot: the default growth (to 4, then doubling) would leave up to
+            // half the slots of every session empty.
+            existing.peers.reserve_exact(1);
             existing.peers.push((peer.to_owned(), Peer::new(now_ms)));
         }
         info!(session, peer, "peer joined");

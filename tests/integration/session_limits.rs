@@ -462,8 +462,9 @@ async fn memory_stays_within_the_budget_with_event_streams_that_never_read() {
         }
     }
     eprintln!("{accepted} of 800 messages accepted");
-    // Each stalled stream also holds what hyper took from its body before the socket filled.
-    assert_within(&server, base, 0, "10 event streams that never read");
+    // Each stalled stream also holds what hyper took from its body before the socket filled:
+    // at most 64 KiB and one event (README, "What a peer or a client can cost the server").
+    assert_within(&server, base, 2, "10 event streams that never read");
     drop(streams);
 }
 
