@@ -39,13 +39,18 @@ pub const KEYS: [&str; 20] = [
 ];
 
 /// The keys of the `[sessions]` and `[ice]` sections, qualified, in `signalling.toml` order.
-pub const SECTION_KEYS: [&str; 13] = [
+pub const SECTION_KEYS: [&str; 18] = [
     "sessions.max_sessions",
+    "sessions.max_sessions_per_address",
     "sessions.max_peers_per_session",
     "sessions.max_queued_events",
+    "sessions.max_peer_event_bytes",
+    "sessions.max_event_bytes",
     "sessions.max_body_bytes",
+    "sessions.body_read_timeout",
     "sessions.idle_timeout",
     "sessions.keepalive",
+    "sessions.stream_write_timeout",
     "sessions.cors_origins",
     "ice.stun_urls",
     "ice.turn_urls",
@@ -114,14 +119,24 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionsConfig {
     pub max_sessions: usize,
+    /// Sessions one client address (an IPv6 /64) may have created at once; zero is no limit.
+    pub max_sessions_per_address: usize,
     pub max_peers_per_session: usize,
     /// Events kept per peer: the queue for a closed stream and the Last-Event-ID window.
     pub max_queued_events: usize,
+    /// Bytes kept per peer (queue and replay window), each event counted with its overhead.
+    pub max_peer_event_bytes: usize,
+    /// Bytes kept by all peers of all sessions together.
+    pub max_event_bytes: usize,
     pub max_body_bytes: usize,
+    /// Zero waits for a request body without limit.
+    pub body_read_timeout: Duration,
     /// Zero never expires idle peers.
     pub idle_timeout: Duration,
     /// Zero sends no keep-alive comments.
     pub keepalive: Duration,
+    /// An HTTP connection whose writes make no progress for this long is closed; zero never.
+    pub stream_write_timeout: Duration,
     /// `["*"]` allows any origin; empty allows none (same-origin only).
     pub cors_origins: Vec<String>,
 }
@@ -653,13 +668,20 @@ struct Layer {
 #[serde(deny_unknown_fields)]
 struct SessionsLayer {
     max_sessions: Option<usize>,
+    max_sessions_per_address: Option<usize>,
     max_peers_per_session: Option<usize>,
     max_queued_events: Option<usize>,
+    max_peer_event_bytes: Option<usize>,
+    max_event_bytes: Option<usize>,
     max_body_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "de_seconds")]
+    body_read_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_seconds")]
     idle_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_seconds")]
     keepalive: Option<Duration>,
+    #[serde(default, deserialize_with = "de_seconds")]
+    stream_write_timeout: Option<Duration>,
     cors_origins: Option<Vec<String>>,
 }
 
@@ -667,11 +689,18 @@ impl SessionsLayer {
     fn overlay(self, top: Self) -> Self {
         Self {
             max_sessions: top.max_sessions.or(self.max_sessions),
+            max_sessions_per_address: top
+                .max_sessions_per_address
+                .or(self.max_sessions_per_address),
             max_peers_per_session: top.max_peers_per_session.or(self.max_peers_per_session),
             max_queued_events: top.max_queued_events.or(self.max_queued_events),
+            max_peer_event_bytes: top.max_peer_event_bytes.or(self.max_peer_event_bytes),
+            max_event_bytes: top.max_event_bytes.or(self.max_event_bytes),
             max_body_bytes: top.max_body_bytes.or(self.max_body_bytes),
+            body_read_timeout: top.body_read_timeout.or(self.body_read_timeout),
             idle_timeout: top.idle_timeout.or(self.idle_timeout),
             keepalive: top.keepalive.or(self.keepalive),
+            stream_write_timeout: top.stream_write_timeout.or(self.stream_write_timeout),
             cors_origins: top.cors_origins.or(self.cors_origins),
         }
     }
@@ -679,14 +708,22 @@ impl SessionsLayer {
     fn build(self) -> Result<SessionsConfig, ConfigError> {
         Ok(SessionsConfig {
             max_sessions: get(self.max_sessions, "sessions.max_sessions")?,
+            max_sessions_per_address: get(
+                self.max_sessions_per_address,
+                "sessions.max_sessions_per_address",
+            )?,
             max_peers_per_session: get(
                 self.max_peers_per_session,
                 "sessions.max_peers_per_session",
             )?,
             max_queued_events: get(self.max_queued_events, "sessions.max_queued_events")?,
+            max_peer_event_bytes: get(self.max_peer_event_bytes, "sessions.max_peer_event_bytes")?,
+            max_event_bytes: get(self.max_event_bytes, "sessions.max_event_bytes")?,
             max_body_bytes: get(self.max_body_bytes, "sessions.max_body_bytes")?,
+            body_read_timeout: get(self.body_read_timeout, "sessions.body_read_timeout")?,
             idle_timeout: get(self.idle_timeout, "sessions.idle_timeout")?,
             keepalive: get(self.keepalive, "sessions.keepalive")?,
+            stream_write_timeout: get(self.stream_write_timeout, "sessions.stream_write_timeout")?,
             cors_origins: get(self.cors_origins, "sessions.cors_origins")?,
         })
     }
@@ -745,6 +782,15 @@ fn overlay_section<T>(base: Option<T>, top: Option<T>, merge: fn(T, T) -> T) -> 
 /// bounds nothing useful.
 pub const MAX_SESSION_LIMIT: usize = 1 << 20;
 
+/// Most event bytes one may configure (1 TiB): beyond it a budget bounds nothing a host has, and
+/// sums of budgets could overflow.
+pub const MAX_EVENT_BYTES: usize = 1 << 40;
+
+/// Bytes of `max_peer_event_bytes` set aside per peer of a full session beside the largest
+/// message: room for one `peer-left` from every other peer (`sessions::CONTROL_EVENT_COST`, 226)
+/// and for what an event adds to its body (a longer sender id, the per-event overhead).
+pub const PEER_EVENT_BYTES_PER_PEER: usize = 256;
+
 impl SessionsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let section = |key, problem: String| ConfigError::Section { key, problem };
@@ -764,6 +810,37 @@ impl SessionsConfig {
                 ));
             }
         }
+        if self.max_sessions_per_address > MAX_SESSION_LIMIT {
+            return Err(section(
+                "sessions.max_sessions_per_address",
+                format!(
+                    "is {}; it must be from 0 (no limit) to {MAX_SESSION_LIMIT}",
+                    self.max_sessions_per_address
+                ),
+            ));
+        }
+        // The largest message must fit a peer's empty log beside the reserve for `peer-left`s.
+        let least_peer_bytes = self
+            .max_body_bytes
+            .saturating_add(PEER_EVENT_BYTES_PER_PEER.saturating_mul(self.max_peers_per_session));
+        if !(least_peer_bytes..=MAX_EVENT_BYTES).contains(&self.max_peer_event_bytes) {
+            return Err(section(
+                "sessions.max_peer_event_bytes",
+                format!(
+                    "is {}; it must be from {least_peer_bytes} (max_body_bytes +                      {PEER_EVENT_BYTES_PER_PEER} × max_peers_per_session) to {MAX_EVENT_BYTES}",
+                    self.max_peer_event_bytes
+                ),
+            ));
+        }
+        if !(self.max_peer_event_bytes..=MAX_EVENT_BYTES).contains(&self.max_event_bytes) {
+            return Err(section(
+                "sessions.max_event_bytes",
+                format!(
+                    "is {}; it must be from max_peer_event_bytes ({}) to {MAX_EVENT_BYTES}",
+                    self.max_event_bytes, self.max_peer_event_bytes
+                ),
+            ));
+        }
         if self.max_body_bytes < MIN_MAX_MESSAGE_SIZE {
             return Err(section(
                 "sessions.max_body_bytes",
@@ -774,8 +851,10 @@ impl SessionsConfig {
             ));
         }
         for (key, value) in [
+            ("sessions.body_read_timeout", self.body_read_timeout),
             ("sessions.idle_timeout", self.idle_timeout),
             ("sessions.keepalive", self.keepalive),
+            ("sessions.stream_write_timeout", self.stream_write_timeout),
         ] {
             if value > Duration::from_secs(MAX_SECONDS) {
                 return Err(section(
@@ -1502,11 +1581,16 @@ mod tests {
             config.sessions,
             SessionsConfig {
                 max_sessions: 10_000,
+                max_sessions_per_address: 1000,
                 max_peers_per_session: 16,
                 max_queued_events: 256,
+                max_peer_event_bytes: 1 << 20,
+                max_event_bytes: 64 << 20,
                 max_body_bytes: 65_536,
+                body_read_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(60),
                 keepalive: Duration::from_secs(10),
+                stream_write_timeout: Duration::from_secs(15),
                 cors_origins: vec!["*".to_owned()],
             }
         );
@@ -1592,8 +1676,37 @@ mod tests {
                 "[sessions]\nmax_body_bytes = 100",
                 "sessions.max_body_bytes",
             ),
+            (
+                "[sessions]\nmax_sessions_per_address = 2000000",
+                "sessions.max_sessions_per_address",
+            ),
+            (
+                // Below max_body_bytes (65536) + 256 × 16.
+                "[sessions]\nmax_peer_event_bytes = 69631",
+                "sessions.max_peer_event_bytes",
+            ),
+            (
+                "[sessions]\nmax_body_bytes = 1048576",
+                "sessions.max_peer_event_bytes",
+            ),
+            (
+                "[sessions]\nmax_event_bytes = 1048575",
+                "sessions.max_event_bytes",
+            ),
+            (
+                "[sessions]\nmax_peer_event_bytes = 2199023255553\nmax_event_bytes = 2199023255553",
+                "sessions.max_peer_event_bytes",
+            ),
             ("[sessions]\nidle_timeout = 100000", "sessions.idle_timeout"),
             ("[sessions]\nkeepalive = 100000", "sessions.keepalive"),
+            (
+                "[sessions]\nbody_read_timeout = 100000",
+                "sessions.body_read_timeout",
+            ),
+            (
+                "[sessions]\nstream_write_timeout = 100000",
+                "sessions.stream_write_timeout",
+            ),
             (
                 "[sessions]\ncors_origins = [\"*\", \"https://a\"]",
                 "sessions.cors_origins",
@@ -1635,6 +1748,10 @@ mod tests {
         .expect("static credentials");
         Config::from_toml_str("[sessions]\ncors_origins = []\nidle_timeout = 0\nkeepalive = 0")
             .expect("CORS off, no expiry, no keep-alive");
+        Config::from_toml_str(
+            "[sessions]\nmax_sessions_per_address = 0\nbody_read_timeout = 0\nstream_write_timeout = 0\nmax_peer_event_bytes = 69632\nmax_event_bytes = 69632",
+        )
+        .expect("no per-address share, no timeouts, the smallest byte budgets");
     }
 
     #[test]

@@ -142,8 +142,12 @@ impl Server {
         let (sessions_handle, sessions_task) = sessions::task::spawn(
             Limits {
                 max_sessions: sessions.max_sessions,
+                max_sessions_per_address: sessions.max_sessions_per_address,
                 max_peers_per_session: sessions.max_peers_per_session,
                 max_queued_events: sessions.max_queued_events,
+                max_peer_event_bytes: sessions.max_peer_event_bytes,
+                max_event_bytes: sessions.max_event_bytes,
+                stream_window_bytes: sessions::STREAM_WINDOW_BYTES,
                 idle_timeout_ms: u64::try_from(sessions.idle_timeout.as_millis())
                     .unwrap_or(u64::MAX),
             },

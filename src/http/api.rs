@@ -1,20 +1,22 @@
 //! The session API's routes on the player port: `GET /iceServers`, `POST|DELETE
 //! /register/{session}/{peer}`, `GET /events/{session}/{peer}` (SSE) and `POST
-//! /message/{session}/{peer}`, with CORS and a body limit. Handlers only translate HTTP to
-//! the sessions task's requests and its answers (or refusals) to JSON; they keep no state.
+//! /message/{session}/{peer}`, with CORS, a body limit and a body read timeout. Handlers only
+//! translate HTTP to the sessions task's requests and its answers (or refusals) to JSON; they
+//! keep no state.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -23,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::{debug, info, warn};
 
+use super::RemoteAddr;
 use crate::config::SessionsConfig;
 use crate::ice::{self, Ice};
 use crate::sessions::task::{OpenedStream, RequestError, SessionsHandle};
@@ -92,7 +95,7 @@ fn limit_error(
     status: StatusCode,
     message: impl std::fmt::Display,
     key: &str,
-    max: usize,
+    max: impl serde::Serialize,
 ) -> Response {
     (
         status,
@@ -114,6 +117,12 @@ fn refused(error: RequestError) -> Response {
         SessionError::TooManySessions { limit } => {
             limit_error(StatusCode::TOO_MANY_REQUESTS, &e, "max_sessions", *limit)
         }
+        SessionError::TooManySessionsFromAddress { limit } => limit_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &e,
+            "max_sessions_per_address",
+            *limit,
+        ),
         SessionError::SessionFull { limit, .. } => limit_error(
             StatusCode::TOO_MANY_REQUESTS,
             &e,
@@ -126,6 +135,15 @@ fn refused(error: RequestError) -> Response {
             "max_queued_events",
             *limit,
         ),
+        SessionError::PeerBytesFull { limit, .. } => limit_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &e,
+            "max_peer_event_bytes",
+            *limit,
+        ),
+        SessionError::ServerBytesFull { limit } => {
+            limit_error(StatusCode::TOO_MANY_REQUESTS, &e, "max_event_bytes", *limit)
+        }
         SessionError::UnknownSession(_)
         | SessionError::UnknownPeer { .. }
         | SessionError::UnknownTarget { .. } => self::error(StatusCode::NOT_FOUND, &e),
@@ -183,16 +201,20 @@ async fn ice_servers(
 }
 
 /// `POST /register/{session}/{peer}`: always 200, for a new session too (clients check for
-/// 200); registering again is a no-op that keeps the peer's queue.
+/// 200); registering again is a no-op that keeps the peer's queue. A new session counts
+/// against its creator's address until it is removed.
 async fn register(
     State(api): State<Api>,
+    remote: Option<Extension<RemoteAddr>>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     let (session, peer) = match ids(path) {
         Ok(ids) => ids,
         Err(response) => return response,
     };
-    match api.sessions.register(&session, &peer).await {
+    // Without a socket (a test calling the router directly) every request shares one address.
+    let client = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |r| r.0.0.ip());
+    match api.sessions.register(&session, &peer, client).await {
         Ok(registered) => {
             if registered == Registered::Again {
                 debug!(session, peer, "register: already registered");
@@ -200,7 +222,7 @@ async fn register(
             ok("session registered successfully")
         }
         Err(e) => {
-            warn!(session, peer, "register refused: {e}");
+            warn!(session, peer, %client, "register refused: {e}");
             refused(e)
         }
     }
@@ -259,23 +281,18 @@ async fn events(
 
 /// The backlog, then live events, each as `id:` + one `data:` line; keep-alive comments.
 fn sse(opened: OpenedStream, keepalive: Duration) -> Response {
-    let OpenedStream {
-        backlog,
-        events,
-        guard,
-        ..
-    } = opened;
-    let stream = futures_util::stream::iter(backlog)
-        .chain(ReceiverStream::new(events))
-        .map(move |event| {
-            // The guard lives as long as the body: dropping it reports the stream closed.
-            let _ = &guard;
-            Ok::<_, Infallible>(
-                SseEvent::default()
-                    .id(event.id.to_string())
-                    .data(&*event.data),
-            )
-        });
+    let OpenedStream { events, guard, .. } = opened;
+    let stream = ReceiverStream::new(events).map(move |event| {
+        // hyper asks for the next event only when it has room for it, so this is where the
+        // event leaves the task's window. The guard lives as long as the body: dropping it
+        // reports the stream closed.
+        guard.written(event.id);
+        Ok::<_, Infallible>(
+            SseEvent::default()
+                .id(event.id.to_string())
+                .data(&*event.data),
+        )
+    });
     let sse = Sse::new(stream);
     let mut response = if keepalive.is_zero() {
         sse.into_response()
@@ -298,15 +315,46 @@ struct MessageBody {
     payload: Option<Box<RawValue>>,
 }
 
-/// `POST /message/{session}/{peer}` with `{"target", "type", "payload"}`.
+/// `POST /message/{session}/{peer}` with `{"target", "type", "payload"}`. The body must arrive
+/// within `body_read_timeout`, or the answer is 408 and the connection closes.
 async fn message(
     State(api): State<Api>,
+    remote: Option<Extension<RemoteAddr>>,
     path: Result<Path<(String, String)>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
     let (session, from) = match ids(path) {
         Ok(ids) => ids,
         Err(response) => return response,
+    };
+    let read = Bytes::from_request(request, &api);
+    let limit = api.settings.body_read_timeout;
+    let body = if limit.is_zero() {
+        read.await
+    } else if let Ok(body) = tokio::time::timeout(limit, read).await {
+        body
+    } else {
+        let remote = remote.map(|r| r.0.0);
+        warn!(
+            session,
+            from,
+            ?remote,
+            "message body not received within {limit:?}; refused"
+        );
+        let mut response = limit_error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s (body_read_timeout)",
+                limit.as_secs_f64()
+            ),
+            "body_read_timeout",
+            limit.as_secs_f64(),
+        );
+        // The rest of the body may never come: the connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
     };
     let body = match body {
         Ok(body) => body,

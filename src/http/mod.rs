@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod upgrade;
+mod write_timeout;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,9 +24,15 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use self::write_timeout::WriteTimeout;
 use crate::connection;
 use crate::listener::{Acceptor, UPGRADE_TIMEOUT, first_subprotocol};
 use crate::router::Role;
+
+/// The most hyper buffers per HTTP connection, each way: a request head, and what it has taken
+/// from a response body and not yet written. hyper's default (about 400 KiB) let each event
+/// stream whose client stopped reading hold that much; a head never needs more than this.
+const HTTP_BUFFER: usize = 64 * 1024;
 
 /// The remote address of the TCP connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +134,7 @@ fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
 
 /// Serves HTTP on the player port until shutdown.
 pub async fn serve(listener: TcpListener, acceptor: Acceptor, api: api::Api) {
+    let write_timeout = api.settings.stream_write_timeout;
     let app = app(acceptor.clone(), api);
     loop {
         let accepted = tokio::select! {
@@ -142,19 +150,25 @@ pub async fn serve(listener: TcpListener, acceptor: Acceptor, api: api::Api) {
             }
         };
         let _ = stream.set_nodelay(true);
-        acceptor
-            .tracker
-            .spawn(serve_socket(stream, remote, app.clone(), acceptor.clone()));
+        acceptor.tracker.spawn(serve_socket(
+            stream,
+            remote,
+            app.clone(),
+            acceptor.clone(),
+            write_timeout,
+        ));
     }
 }
 
 /// One player-port connection: a WebSocket upgrade becomes a player connection directly (see
-/// [`upgrade`]); anything else is served by hyper and the routes of [`app`].
+/// [`upgrade`]); anything else is served by hyper and the routes of [`app`], with
+/// `write_timeout` on its writes.
 async fn serve_socket(
     mut stream: TcpStream,
     remote: SocketAddr,
     app: axum::Router,
     acceptor: Acceptor,
+    write_timeout: Duration,
 ) {
     let shutdown = acceptor.shared.shutdown.clone();
     let mut head = Vec::with_capacity(1024);
@@ -202,13 +216,8 @@ async fn serve_socket(
         upgrade::Head::Other => {
             // Boxed: hyper's connection future is large, and inline it would make every player
             // connection's task as big as an HTTP one.
-            Box::pin(serve_http(
-                upgrade::Rewind::new(head, stream),
-                remote,
-                app,
-                shutdown,
-            ))
-            .await;
+            let io = WriteTimeout::new(upgrade::Rewind::new(head, stream), write_timeout, remote);
+            Box::pin(serve_http(io, remote, app, shutdown)).await;
         }
     }
 }
@@ -227,6 +236,7 @@ where
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(UPGRADE_TIMEOUT)
+        .max_buf_size(HTTP_BUFFER)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);

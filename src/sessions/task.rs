@@ -1,9 +1,11 @@
-//! The actor that owns the [`Sessions`] core and one bounded channel per open SSE stream. HTTP
-//! handlers reach it through a cloneable [`SessionsHandle`] (commands with oneshot replies). It
-//! never awaits a stream: a stream whose channel is full is ended, and its client's reconnect
-//! with Last-Event-ID replays what it missed.
+//! The actor that owns the [`Sessions`] core and one channel per open SSE stream. HTTP handlers
+//! reach it through a cloneable [`SessionsHandle`] (commands with oneshot replies). It never
+//! awaits a stream: the core hands a stream only what fits its window
+//! ([`super::STREAM_WINDOW_BYTES`]), and the stream's body reports each event it takes
+//! ([`StreamGuard::written`]), which lets the core hand it more.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -13,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Event, Limits, Output, Registered, SessionError, Sessions, StreamId};
+use super::{EVENT_OVERHEAD, Event, Limits, Output, Registered, SessionError, Sessions, StreamId};
 
 /// Requests to the sessions task, each with its reply channel.
 #[derive(Debug)]
@@ -21,6 +23,7 @@ enum Command {
     Register {
         session: String,
         peer: String,
+        client: IpAddr,
         reply: oneshot::Sender<Result<Registered, SessionError>>,
     },
     Unregister {
@@ -58,29 +61,50 @@ pub enum RequestError {
     Unavailable(#[from] Unavailable),
 }
 
-/// A freshly opened stream: the backlog to write first, then whatever `events` brings. `events`
-/// ends when the stream is replaced, its peer leaves, or the server stops. Dropping `guard`
-/// (with the response body) tells the task the stream closed.
+/// A freshly opened stream: `events` brings the backlog, then new events. It ends when the
+/// stream is replaced, its peer leaves, or the server stops. The body reports each event it
+/// takes with `guard.written`; dropping `guard` (with the body) tells the task the stream closed.
 #[derive(Debug)]
 pub struct OpenedStream {
     pub stream: StreamId,
-    pub backlog: Vec<Event>,
     pub events: mpsc::Receiver<Event>,
     pub guard: StreamGuard,
 }
 
-/// Reports its stream closed when dropped.
+/// What a stream's body tells the task.
+#[derive(Debug)]
+enum StreamNote {
+    /// The body took this event (and every one before it) for writing.
+    Written {
+        stream: StreamId,
+        id: u64,
+    },
+    Closed(StreamId),
+}
+
+/// A stream's link back to the task: [`Self::written`] as its body takes events, and the close
+/// when dropped.
 #[derive(Debug)]
 pub struct StreamGuard {
     stream: StreamId,
-    // Unbounded because Drop cannot wait; each stream sends at most one id, so its length is
-    // bounded by the number of streams.
-    closed: mpsc::UnboundedSender<StreamId>,
+    // Unbounded because Drop cannot wait. A stream sends one note per event it was handed (at
+    // most a window's worth at a time) and one close, so the channel stays short.
+    notes: mpsc::UnboundedSender<StreamNote>,
+}
+
+impl StreamGuard {
+    /// The body took event `id` for writing; the stream may be handed more.
+    pub fn written(&self, id: u64) {
+        let _ = self.notes.send(StreamNote::Written {
+            stream: self.stream,
+            id,
+        });
+    }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let _ = self.closed.send(self.stream);
+        let _ = self.notes.send(StreamNote::Closed(self.stream));
     }
 }
 
@@ -106,11 +130,18 @@ impl SessionsHandle {
         Ok(answer.await.map_err(|_| Unavailable)??)
     }
 
-    pub async fn register(&self, session: &str, peer: &str) -> Result<Registered, RequestError> {
+    /// Registers `peer`; a new session is charged to `client`'s address.
+    pub async fn register(
+        &self,
+        session: &str,
+        peer: &str,
+        client: IpAddr,
+    ) -> Result<Registered, RequestError> {
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::Register {
             session,
             peer,
+            client,
             reply,
         })
         .await
@@ -174,8 +205,9 @@ pub fn spawn(limits: Limits, shutdown: CancellationToken) -> (SessionsHandle, Jo
 struct Task {
     core: Sessions,
     streams: HashMap<StreamId, mpsc::Sender<Event>>,
+    /// Enough for a whole window of the smallest events, so a send never finds a channel full.
     stream_capacity: usize,
-    closed_tx: mpsc::UnboundedSender<StreamId>,
+    notes_tx: mpsc::UnboundedSender<StreamNote>,
     start: Instant,
 }
 
@@ -190,9 +222,10 @@ impl Task {
             Command::Register {
                 session,
                 peer,
+                client,
                 reply,
             } => {
-                let _ = reply.send(self.core.handle_register(&session, &peer, now));
+                let _ = reply.send(self.core.handle_register(&session, &peer, client, now));
             }
             Command::Unregister {
                 session,
@@ -210,16 +243,15 @@ impl Task {
                 let opened = self
                     .core
                     .handle_open_stream(&session, &peer, last_event_id, now)
-                    .map(|(stream, backlog)| {
+                    .map(|stream| {
                         let (tx, events) = mpsc::channel(self.stream_capacity);
                         self.streams.insert(stream, tx);
                         OpenedStream {
                             stream,
-                            backlog,
                             events,
                             guard: StreamGuard {
                                 stream,
-                                closed: self.closed_tx.clone(),
+                                notes: self.notes_tx.clone(),
                             },
                         }
                     });
@@ -258,7 +290,9 @@ impl Task {
                     match tx.try_send(event) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
-                            warn!(%stream, "event stream not keeping up; ending it (the client's reconnect replays)");
+                            // The window makes this unreachable; ending the stream keeps every
+                            // event undelivered rather than lose one.
+                            warn!(%stream, "event stream channel full; ending it");
                             self.streams.remove(&stream);
                             let now = self.now_ms();
                             self.core.handle_stream_closed(stream, now);
@@ -271,7 +305,7 @@ impl Task {
                     }
                 }
                 Output::End { stream } => {
-                    // Dropping the sender ends the response body once its backlog is written.
+                    // Dropping the sender ends the response body once what it holds is written.
                     self.streams.remove(&stream);
                 }
             }
@@ -286,12 +320,12 @@ async fn run(limits: Limits, mut rx: mpsc::Receiver<Command>, shutdown: Cancella
     let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
+    let (notes_tx, mut notes_rx) = mpsc::unbounded_channel();
     let mut task = Task {
-        stream_capacity: limits.max_queued_events.max(1),
+        stream_capacity: limits.stream_window_bytes / EVENT_OVERHEAD + 2,
         core: Sessions::new(limits),
         streams: HashMap::new(),
-        closed_tx,
+        notes_tx,
         start: Instant::now(),
     };
     loop {
@@ -302,10 +336,17 @@ async fn run(limits: Limits, mut rx: mpsc::Receiver<Command>, shutdown: Cancella
                 None => break,
                 Some(command) => task.handle(command),
             },
-            Some(stream) = closed_rx.recv() => {
-                task.streams.remove(&stream);
+            Some(note) = notes_rx.recv() => {
                 let now = task.now_ms();
-                task.core.handle_stream_closed(stream, now);
+                match note {
+                    StreamNote::Written { stream, id } => {
+                        task.core.handle_stream_written(stream, id, now);
+                    }
+                    StreamNote::Closed(stream) => {
+                        task.streams.remove(&stream);
+                        task.core.handle_stream_closed(stream, now);
+                    }
+                }
             }
             _ = ticker.tick(), if ticking => {
                 let now = task.now_ms();

@@ -19,6 +19,7 @@ mod max_players;
 mod ping;
 mod player_leaving;
 mod routing;
+mod session_limits;
 mod sessions;
 mod sfu;
 mod shutdown;
