@@ -8,6 +8,8 @@ mod registry;
 mod subscription;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_warnings;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -20,6 +22,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{debug, warn};
 
 use crate::config::PlayerIdStyle;
+use crate::logging::{WarnLimiter, peer_str};
 
 /// A hash map with a fast, per-process randomly seeded hasher (ids arrive from peers).
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -194,6 +197,8 @@ pub struct Router {
     next_seq: u64,
     open_players: usize,
     outputs: VecDeque<Output>,
+    /// Warning budgets of the connections that have caused a warning (see [`Self::warn`]).
+    warnings: HashMap<ConnId, WarnLimiter>,
 }
 
 impl Router {
@@ -222,6 +227,7 @@ impl Router {
             next_seq: 0,
             open_players: 0,
             outputs: VecDeque::new(),
+            warnings: HashMap::default(),
         }
     }
 
@@ -310,12 +316,16 @@ impl Router {
                 }
             }
             (Inbound::Stats, Player) => debug!(%conn, "stats ignored"),
-            (Inbound::Unknown(ty), _) => {
-                self.warn(conn, &format!("unknown message type {ty:?}; ignored"))
-            }
+            (Inbound::Unknown(ty), _) => self.warn(
+                conn,
+                format_args!("unknown message type {}; ignored", peer_str(&ty)),
+            ),
             (message, role) => self.warn(
                 conn,
-                &format!("a {role} may not send {:?}; ignored", message.type_name()),
+                format_args!(
+                    "a {role} may not send {}; ignored",
+                    peer_str(message.type_name())
+                ),
             ),
         }
     }
@@ -421,10 +431,41 @@ impl Router {
         self.remove(conn);
     }
 
-    fn warn(&self, conn: ConnId, reason: &str) {
+    /// A warning caused by `conn`'s peer, under its per-connection budget (the first few, then
+    /// one line now and then with a count: `WarnLimiter`), with its id escaped and cut.
+    fn warn(&mut self, conn: ConnId, reason: impl fmt::Display) {
+        let verdict = if self.conns.contains_key(&conn) {
+            self.warnings.entry(conn).or_default().check()
+        } else {
+            // Already gone: no budget to keep (it would never be removed).
+            WarnLimiter::default().check()
+        };
+        let Some(suppressed) = verdict else {
+            return;
+        };
         let role = self.conns.get(&conn).map_or("?", |p| p.role().as_str());
         let id = self.describe(conn).unwrap_or_default();
-        warn!(%conn, role, id, "{reason}");
+        warn!(%conn, role, id = %peer_str(&id), "{reason}{suppressed}");
+    }
+
+    /// A connection is leaving: the count of its warnings not logged since its last one.
+    fn end_warnings(&mut self, conn: ConnId) {
+        let Some(suppressed) = self
+            .warnings
+            .remove(&conn)
+            .and_then(|mut limiter| limiter.take_suppressed())
+        else {
+            return;
+        };
+        let role = self.conns.get(&conn).map_or("?", |p| p.role().as_str());
+        let id = self.describe(conn).unwrap_or_default();
+        warn!(
+            %conn,
+            role,
+            id = %peer_str(&id),
+            "{} more warnings from this connection suppressed",
+            suppressed.count()
+        );
     }
 
     // ---- table access ----

@@ -130,6 +130,7 @@ impl Router {
 
     /// Takes `conn` out of every table and runs its disconnect handling (PROTOCOL.md §6).
     pub(super) fn remove(&mut self, conn: ConnId) {
+        self.end_warnings(conn);
         let Some(peer) = self.conns.remove(&conn) else {
             return;
         };
