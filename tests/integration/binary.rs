@@ -10,7 +10,7 @@ use tokio::time::timeout;
 
 use crate::support::{CONFIG, TIMEOUT, TestPeer};
 
-fn binary() -> Command {
+pub(crate) fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_signalling"));
     command.env_remove("RUST_LOG").kill_on_drop(true);
     command
@@ -22,7 +22,7 @@ fn listening_addr(line: &str, role: &str) -> Option<SocketAddr> {
     rest.trim().parse().ok()
 }
 
-type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+pub(crate) type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
 
 /// Starts the binary on loopback ephemeral ports; returns it, its stderr lines, and the
 /// streamer and player addresses it logged.
@@ -32,7 +32,7 @@ async fn start(extra: &[&str]) -> (tokio::process::Child, Lines, SocketAddr, Soc
 }
 
 /// [`start`], also returning the log lines up to the last address.
-async fn start_logged(
+pub(crate) async fn start_logged(
     extra: &[&str],
 ) -> (
     tokio::process::Child,
@@ -75,7 +75,7 @@ async fn start_logged(
     )
 }
 
-async fn next_line(lines: &mut Lines) -> String {
+pub(crate) async fn next_line(lines: &mut Lines) -> String {
     timeout(TIMEOUT, lines.next_line())
         .await
         .expect("a log line within the timeout")

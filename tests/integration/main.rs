@@ -13,6 +13,7 @@ mod epic_client;
 mod ice_servers;
 mod legacy;
 mod liveness;
+mod logging;
 mod max_players;
 mod ping;
 mod player_leaving;
