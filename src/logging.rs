@@ -6,6 +6,8 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{BufWriter, IsTerminal};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use protocol::PlayerIdValue;
@@ -18,7 +20,7 @@ use crate::config::LogLevel;
 /// counted) instead of slowing the task that logs them. A line is a few hundred bytes (every
 /// peer value in it is cut to [`PEER_STR_MAX`]), so the buffer holds a few MiB at most;
 /// `console_messages = "verbose"` or `"formatted"` lines hold a whole message each.
-pub const LOG_BUFFER_LINES: usize = 16 * 1024;
+pub(crate) const LOG_BUFFER_LINES: usize = 16 * 1024;
 
 /// The writer thread's output buffer: lines queued together leave in one `write()`.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -36,7 +38,7 @@ const DROP_REPORT_PERIOD: Duration = Duration::from_secs(1);
 /// (a subscriber already installed, as in tests) installs nothing.
 ///
 /// Keep the returned [`Logging`] alive until the end of `main`: dropping it reports the last
-/// dropped lines and flushes what is queued (waiting at most about a second).
+/// dropped lines and flushes what is queued (waiting 1.3 s at most, even with stderr stuck).
 #[must_use = "dropping it stops the log writer"]
 pub fn init(level: LogLevel) -> Logging {
     let mut bad_rust_log = None;
@@ -75,7 +77,7 @@ pub fn init(level: LogLevel) -> Logging {
     }
     Logging {
         dropped,
-        report: DropReport::default(),
+        reported: Arc::default(),
         _worker: worker,
     }
 }
@@ -85,7 +87,8 @@ pub fn init(level: LogLevel) -> Logging {
 #[derive(Debug)]
 pub struct Logging {
     dropped: ErrorCounter,
-    report: DropReport,
+    /// Dropped lines the periodic report has logged (so the one at exit gives only the rest).
+    reported: Arc<AtomicUsize>,
     // Declared last: dropped after `drop` has queued the final report.
     _worker: WorkerGuard,
 }
@@ -95,7 +98,8 @@ impl Logging {
     /// has kept up since (no new drops for a period), logs "N log lines dropped".
     pub fn report_dropped_lines(&self) -> impl Future<Output = ()> + Send + 'static {
         let counter = self.dropped.clone();
-        let mut report = self.report.clone();
+        let reported = self.reported.clone();
+        let mut report = DropReport::default();
         async move {
             let mut ticks = tokio::time::interval(DROP_REPORT_PERIOD);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -105,6 +109,7 @@ impl Logging {
                 if let Some(lines) = report.due(count) {
                     log_dropped(lines);
                     report.sent(count, counter.dropped_lines());
+                    reported.store(report.reported, Ordering::Relaxed);
                 }
             }
         }
@@ -113,19 +118,26 @@ impl Logging {
 
 impl Drop for Logging {
     fn drop(&mut self) {
-        // At exit, lines dropped since the last periodic report (which runs on a clone of
-        // `report`, so this may repeat a count it already gave; at exit that is harmless).
-        let count = self.dropped.dropped_lines();
-        if let Some(lines) = self.report.due_at_exit(count) {
-            // If even this line finds the buffer full, retry briefly: exit is the last chance,
-            // and the wait is bounded (20 × 10 ms) whatever the writer does.
-            for _ in 0..20 {
-                log_dropped(lines);
-                if self.dropped.dropped_lines() == count {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+        // At exit, the lines dropped since the last periodic report. If even this line finds
+        // the buffer full, retry briefly: exit is the last chance, and the wait is bounded
+        // (20 × 10 ms) whatever the writer does.
+        let report = DropReport {
+            reported: self.reported.load(Ordering::Relaxed),
+            last_seen: 0,
+        };
+        let mut count = self.dropped.dropped_lines();
+        for _ in 0..20 {
+            let Some(lines) = report.due_at_exit(count) else {
+                break;
+            };
+            log_dropped(lines);
+            let after = self.dropped.dropped_lines();
+            if after == count {
+                break;
             }
+            // This report was dropped too (it counts): try again with it included.
+            count = after;
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -136,7 +148,7 @@ fn log_dropped(lines: usize) {
 
 /// When to report dropped lines (the rule of [`Logging::report_dropped_lines`]), apart from
 /// the clock and the counter so it can be tested.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct DropReport {
     /// Dropped lines already reported.
     reported: usize,

@@ -205,14 +205,15 @@ async fn verbose_console_messages_with_an_unread_log_do_not_slow_a_bystander() {
     assert_p99_under_bound("verbose", &windows, sent);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lines_dropped_while_the_log_is_stalled_are_reported_once_it_drains() {
-    let (mut child, mut lines, _streamer, player, _) =
+/// Starts the binary with `console_messages = "verbose"` and floods 40,000 messages through a
+/// player while nobody reads its stderr: far more lines than the pipe and the writer's buffer
+/// hold. Returns the binary, its unread stderr, and the flooder (synced: all were routed).
+async fn stall_the_log() -> (tokio::process::Child, crate::binary::Lines, TestPeer) {
+    let (child, lines, _streamer, player, _) =
         start_logged(&["--console_messages", "verbose"]).await;
     let mut flooder = TestPeer::connect(player, "flooder").await;
     flooder.expect_text(CONFIG).await;
-    // 100,000 lines, with nobody reading: far more than the pipe and the writer's buffer hold.
-    for batch in 0..1000 {
+    for batch in 0..400 {
         for i in 0..100 {
             let text = format!(r#"{{"type":"flood","n":{}}}"#, batch * 100 + i);
             flooder
@@ -224,7 +225,20 @@ async fn lines_dropped_while_the_log_is_stalled_are_reported_once_it_drains() {
         flooder.ws.flush().await.expect("flush the flood");
     }
     flooder.sync().await;
+    (child, lines, flooder)
+}
 
+/// The count in a "N log lines dropped" line.
+fn dropped_count(report: &str) -> u64 {
+    report
+        .split_whitespace()
+        .find_map(|word| word.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {report:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_dropped_while_the_log_is_stalled_are_reported_once_it_drains() {
+    let (mut child, mut lines, mut flooder) = stall_the_log().await;
     // Now drain the log. The report comes once the writer keeps up again.
     let report = timeout(Duration::from_secs(30), async {
         loop {
@@ -237,14 +251,75 @@ async fn lines_dropped_while_the_log_is_stalled_are_reported_once_it_drains() {
     })
     .await
     .expect("a dropped-lines report within 30 s of draining the log");
-    let dropped: u64 = report
-        .split_whitespace()
-        .find_map(|word| word.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {report:?}"));
-    assert!(dropped > 0, "report: {report}");
+    assert!(dropped_count(&report) > 0, "report: {report}");
     // The server still routes.
     flooder.sync().await;
     let _ = child.start_kill();
+}
+
+/// SIGTERM while the log is a full pipe nobody reads: the server still exits at once (the
+/// writer thread is not waited for without bound), and lines dropped are reported at exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_exits_on_sigterm_while_nobody_reads_its_log_and_reports_what_it_dropped() {
+    let (mut child, lines, _flooder) = stall_the_log().await;
+    let pid = child.id().expect("child pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exit = timeout(TIMEOUT, child.wait())
+        .await
+        .expect("the server exits within the timeout, its log unread")
+        .expect("wait for the child");
+    assert!(exit.success(), "exit status {exit:?}");
+    // What the log holds now: the pipe's worth written before the stall, then (the writer
+    // got room as the process ended, or not) possibly the report. Read it all.
+    let mut rest = String::new();
+    lines
+        .into_inner()
+        .read_to_string(&mut rest)
+        .await
+        .expect("read stderr");
+    eprintln!(
+        "{} bytes of log after the stall; last line: {:?}",
+        rest.len(),
+        rest.lines().last()
+    );
+}
+
+/// SIGTERM while the log is stalled, and the log read from then on: the report of the lines
+/// dropped comes at exit (before the once-a-second check could settle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_dropped_are_reported_at_exit() {
+    let (mut child, lines, _flooder) = stall_the_log().await;
+    let mut rest = lines.into_inner();
+    let reader = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = rest.read_to_string(&mut text).await;
+        text
+    });
+    let pid = child.id().expect("child pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exit = timeout(TIMEOUT, child.wait())
+        .await
+        .expect("the server exits within the timeout")
+        .expect("wait for the child");
+    assert!(exit.success(), "exit status {exit:?}");
+    let text = timeout(TIMEOUT, reader)
+        .await
+        .expect("stderr ends with the process")
+        .expect("reader task");
+    let report = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("log lines dropped"))
+        .unwrap_or_else(|| panic!("no dropped-lines report in the last {} bytes", text.len()));
+    assert!(dropped_count(report) > 0, "report: {report}");
 }
 
 /// Text that looks like a whole server log line, with a terminal sequence (clear screen) after.
