@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ConsoleMessages};
-use crate::logging::{WarnLimiter, peer_str, peer_text};
+use crate::logging::{WarnLimiter, peer_str, peer_str_bare, peer_text};
 use crate::queue;
 use crate::router::{ConnId, Role};
 use crate::router_task::{Event, Outbox, Outgoing, RouterHandle};
@@ -254,7 +254,7 @@ async fn handle_text(conn: ConnId, text: &str, shared: &Shared, warnings: &mut W
             if let Some(suppressed) = warnings.check() {
                 // The parser's text can quote the input.
                 let e = e.to_string();
-                warn!("bad message ignored: {}{suppressed}", peer_str(&e));
+                warn!("bad message ignored: {}{suppressed}", peer_str_bare(&e));
             }
         }
     }

@@ -197,6 +197,15 @@ pub(crate) fn peer_str(s: &str) -> PeerStr<'_> {
     }
 }
 
+/// [`peer_str`] without the quotes, for text that reads as part of the sentence around it (a
+/// parse error that may quote the input). Quotes and backslashes in it are still escaped.
+pub(crate) fn peer_str_bare(s: &str) -> PeerStr<'_> {
+    PeerStr {
+        text: s,
+        quoted: false,
+    }
+}
+
 /// A whole peer message (`console_messages`): escaped like [`peer_str`] but not quoted, not
 /// cut, and leaving `"` and `\` alone so JSON stays readable. With `keep_newlines`, `\n` stays
 /// a line break: for the server's own pretty-printed JSON, whose strings cannot hold a raw
@@ -229,11 +238,7 @@ impl fmt::Display for PeerPlayerId<'_> {
             PlayerIdValue::Absent => f.write_str("(none)"),
             PlayerIdValue::String(s) => peer_str(s).fmt(f),
             // Unquoted, as the number it is.
-            PlayerIdValue::Number(n) => PeerStr {
-                text: n,
-                quoted: false,
-            }
-            .fmt(f),
+            PlayerIdValue::Number(n) => peer_str_bare(n).fmt(f),
             PlayerIdValue::Other => f.write_str("(not a string or number)"),
         }
     }
@@ -255,13 +260,13 @@ enum Escape {
 }
 
 impl Escape {
-    fn of(c: char, quoted: bool) -> Self {
+    fn of(c: char, escape_quotes: bool) -> Self {
         match c {
             '\n' => Self::Short("\\n"),
             '\r' => Self::Short("\\r"),
             '\t' => Self::Short("\\t"),
-            '"' if quoted => Self::Short("\\\""),
-            '\\' if quoted => Self::Short("\\\\"),
+            '"' if escape_quotes => Self::Short("\\\""),
+            '\\' if escape_quotes => Self::Short("\\\\"),
             // C0, DEL and C1 (ESC, CSI, NEL, …), the Unicode line and paragraph separators, and
             // the bidirectional marks and overrides that reorder what a reader sees.
             c if c.is_control()
@@ -306,7 +311,7 @@ impl fmt::Display for PeerStr<'_> {
         f.write_str(quote)?;
         let mut used = 0;
         for (at, c) in self.text.char_indices() {
-            let escape = Escape::of(c, self.quoted);
+            let escape = Escape::of(c, true);
             used += escape.len();
             if used > PEER_STR_MAX {
                 return write!(f, "{quote}…(+{} bytes)", self.text.len() - at);
@@ -490,6 +495,18 @@ mod tests {
             let out = Written(escape).to_string();
             assert_eq!(out.len(), escape.len(), "{c:?} → {out}");
         }
+    }
+
+    #[test]
+    fn peer_str_bare_escapes_and_cuts_without_quotes() {
+        assert_eq!(
+            peer_str_bare("not JSON: \"x\ny\"").to_string(),
+            r#"not JSON: \"x\ny\""#
+        );
+        assert_eq!(
+            peer_str_bare(&"z".repeat(200)).to_string(),
+            format!("{}…(+72 bytes)", "z".repeat(128))
+        );
     }
 
     #[test]
