@@ -28,8 +28,8 @@ const ROUND_TRIPS: usize = 300;
 /// Windows measured at most. On two CPUs shared with other work, a window can miss the bound
 /// because the OS ran something else; a stall behind the log misses it in every window.
 const WINDOWS: usize = 3;
-/// The flood's head start before the bystander measures: far more warnings than a 64 KiB pipe
-/// holds (a warning line is over 100 bytes).
+/// The flood's head start before the bystander measures: were each logged, far more warnings
+/// than a 64 KiB pipe holds (a warning line is over 100 bytes).
 const HEAD_START: u64 = 20_000;
 /// Flood messages in flight at most (sent before the flooder waits for the server to read them).
 const FLOOD_WINDOW: u64 = 250;
@@ -39,10 +39,11 @@ const FLOOD_PING_TIME: u64 = 1 << 40;
 const P99_BOUND: Duration = Duration::from_millis(10);
 
 /// A player floods messages the server ignores (unknown types, and every fourth one not JSON at
-/// all) from its own task, as fast as the server takes them with a window of [`FLOOD_WINDOW`] in flight,
-/// while a second player measures protocol ping → pong round trips.
-/// The server's stderr is a pipe the test stops reading once the ports are known, so it fills
-/// after a few hundred lines. Returns the round trips and how many flood messages were sent.
+/// all) from its own task, as fast as the server takes them with [`FLOOD_WINDOW`] in flight,
+/// while a second player measures protocol ping → pong round trips. The server's stderr is a
+/// pipe the test stops reading once the ports are known, so it fills after a few hundred lines.
+/// Returns the windows measured (up to the first with p99 under the bound) and how many flood
+/// messages were sent.
 async fn bystander_under_flood(extra: &[&str]) -> (Vec<Percentiles>, u64) {
     let (mut child, lines, _streamer, player, _) = start_logged(extra).await;
     // From here on nobody reads the server's log: `lines` is held, never polled.
