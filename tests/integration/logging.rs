@@ -129,8 +129,6 @@ struct FloodBatch {
     messages: u64,
 }
 
-/// [`FLOOD_WINDOW`] masked text frames (mask key 0, so the payload reads as it is): unknown types, and
-/// every fourth one not JSON at all; then a protocol ping that closes the window.
 fn push_frame(bytes: &mut Vec<u8>, text: &str) {
     let len = u8::try_from(text.len()).expect("a short frame");
     assert!(len < 126);
@@ -138,6 +136,8 @@ fn push_frame(bytes: &mut Vec<u8>, text: &str) {
     bytes.extend(text.as_bytes());
 }
 
+/// [`FLOOD_WINDOW`] masked text frames (mask key 0, so the payload reads as it is): unknown
+/// types, and every fourth one not JSON at all; then a protocol ping that closes the window.
 fn flood_frames() -> FloodBatch {
     let mut bytes = Vec::new();
     for n in 0..FLOOD_WINDOW {
@@ -187,7 +187,8 @@ fn assert_p99_under_bound(label: &str, windows: &[Percentiles], sent: u64) {
     eprintln!("{label}: {sent} flood messages sent");
     assert!(
         windows.iter().any(|w| w.p99 < P99_BOUND),
-        "{label}: in none of {} windows of {ROUND_TRIPS} round trips was the bystander's p99 under {P99_BOUND:?}: {windows:?}",
+        "{label}: in none of {} windows of {ROUND_TRIPS} round trips was the bystander's p99 \
+         under {P99_BOUND:?}: {windows:?}",
         windows.len()
     );
 }
