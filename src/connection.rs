@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ConsoleMessages};
+use crate::logging::{WarnLimiter, peer_str, peer_str_bare, peer_text};
 use crate::queue::{self, Lane};
 use crate::router::{ConnId, Role};
 use crate::router_task::{Closing, Event, Frame, Gate, Outbox, RouterHandle, Urgent};
@@ -140,6 +141,8 @@ where
     let timeout_enabled = !settings.keepalive_timeout.is_zero();
     let mut deadline = Instant::now() + settings.keepalive_timeout;
     let mut warned_binary = false;
+    // Warnings this peer causes, under a budget (the first few, then a line now and then).
+    let mut warnings = WarnLimiter::default();
     let end = loop {
         if !gate.is_open() {
             // What this peer sent waits for its receiver to read: read nothing more until it
@@ -167,17 +170,17 @@ where
                 match frame {
                     None => break End::PeerClosed(None),
                     Some(Ok(Message::Text(text))) => {
-                        handle_text(conn, &text, &gate, &shared).await;
+                        handle_text(conn, &text, &gate, &shared, &mut warnings).await;
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         if warned_binary {
                             debug!("binary message; handled as text");
-                        } else {
-                            warn!("binary message; handled as text");
-                            warned_binary = true;
+                        } else if let Some(suppressed) = warnings.check() {
+                            warn!("binary message; handled as text{suppressed}");
                         }
+                        warned_binary = true;
                         let text = String::from_utf8_lossy(&bytes);
-                        handle_text(conn, &text, &gate, &shared).await;
+                        handle_text(conn, &text, &gate, &shared, &mut warnings).await;
                     }
                     Some(Ok(Message::Close(frame))) => {
                         break End::PeerClosed(frame.map(|f| u16::from(f.code)));
@@ -200,6 +203,12 @@ where
         }
     };
 
+    if let Some(suppressed) = warnings.take_suppressed() {
+        warn!(
+            "{} more warnings from this connection suppressed",
+            suppressed.count()
+        );
+    }
     match end {
         End::Shutdown => {
             // The writer sends 1012; nobody is told (PROTOCOL.md §6, server shutdown).
@@ -252,7 +261,13 @@ where
     writer.abort();
 }
 
-async fn handle_text(conn: ConnId, text: &str, gate: &Gate, shared: &Shared) {
+async fn handle_text(
+    conn: ConnId,
+    text: &str,
+    gate: &Gate,
+    shared: &Shared,
+    warnings: &mut WarnLimiter,
+) {
     match Inbound::parse(text) {
         Ok(message) => {
             log_message(
@@ -272,7 +287,13 @@ async fn handle_text(conn: ConnId, text: &str, gate: &Gate, shared: &Shared) {
                 })
                 .await;
         }
-        Err(e) => warn!("bad message ignored: {e}"),
+        Err(e) => {
+            if let Some(suppressed) = warnings.check() {
+                // The parser's text can quote the input.
+                let e = e.to_string();
+                warn!("bad message ignored: {}{suppressed}", peer_str_bare(&e));
+            }
+        }
     }
 }
 
@@ -280,13 +301,17 @@ async fn handle_text(conn: ConnId, text: &str, gate: &Gate, shared: &Shared) {
 fn log_message(mode: ConsoleMessages, direction: &str, type_name: &str, text: &str) {
     match mode {
         ConsoleMessages::Off => {}
-        ConsoleMessages::Basic => info!("{direction} {type_name}"),
-        ConsoleMessages::Verbose => info!("{direction} {text}"),
+        ConsoleMessages::Basic => info!("{direction} {}", peer_str(type_name)),
+        ConsoleMessages::Verbose => info!("{direction} {}", peer_text(text, false)),
         ConsoleMessages::Formatted => {
-            let pretty = serde_json::from_str::<serde_json::Value>(text)
+            // Pretty JSON keeps its line breaks (JSON strings cannot hold a raw one, so each
+            // line after the first is indented or a closing bracket); anything else is escaped.
+            match serde_json::from_str::<serde_json::Value>(text)
                 .and_then(|v| serde_json::to_string_pretty(&v))
-                .unwrap_or_else(|_| text.to_owned());
-            info!("{direction} {pretty}");
+            {
+                Ok(pretty) => info!("{direction} {}", peer_text(&pretty, true)),
+                Err(_) => info!("{direction} {}", peer_text(text, false)),
+            }
         }
     }
 }
@@ -408,7 +433,7 @@ async fn write_loop<S>(
         }
     };
     if let Some(Closing { code, reason }) = closing {
-        info!(code, reason = %reason, "closing");
+        info!(code, reason = %peer_str(&reason), "closing");
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: close::truncate_reason(&reason).to_owned().into(),

@@ -17,7 +17,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    signalling::logging::init(config.log_level);
+    // Declared before the runtime, so dropped after it: the last lines are flushed on exit.
+    let logging = signalling::logging::init(config.log_level);
 
     let (mut builder, threads) = runtime_builder(config.worker_threads);
     tracing::info!("running on {threads} worker thread(s)");
@@ -28,7 +29,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(async { Server::bind(config).await?.run().await }) {
+    let result = runtime.block_on(async {
+        tokio::spawn(logging.report_dropped_lines());
+        Server::bind(config).await?.run().await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -5,6 +5,8 @@ use protocol::{ForwardKind, PlayerIdValue, Relay};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::debug;
 
+use crate::logging::peer_player_id;
+
 use super::{Charge, ConnId, Role, Router, SubState};
 
 impl Router {
@@ -39,7 +41,7 @@ impl Router {
             }
             _ => self.warn(
                 from,
-                &format!("a {role} may not send {:?}; ignored", kind.as_str()),
+                format_args!("a {role} may not send {:?}; ignored", kind.as_str()),
             ),
         }
     }
@@ -57,17 +59,17 @@ impl Router {
         if *player_id == PlayerIdValue::Absent {
             self.warn(
                 from,
-                &format!("{} without playerId; dropped", kind.as_str()),
+                format_args!("{} without playerId; dropped", kind.as_str()),
             );
             return;
         }
         let Some(target) = self.own_subscriber(from, player_id) else {
             self.warn(
                 from,
-                &format!(
+                format_args!(
                     "{} for {}, which is not one of its subscribers; dropped",
                     kind.as_str(),
-                    player_id.describe()
+                    peer_player_id(player_id)
                 ),
             );
             return;
@@ -133,7 +135,7 @@ impl Router {
         let SubState::Subscribed { entry, .. } = sub.state else {
             self.warn(
                 from,
-                &format!("{} while not subscribed; dropped", kind.as_str()),
+                format_args!("{} while not subscribed; dropped", kind.as_str()),
             );
             return;
         };

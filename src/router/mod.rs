@@ -11,6 +11,8 @@ mod registry;
 mod subscription;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_warnings;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -23,6 +25,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{debug, warn};
 
 use crate::config::PlayerIdStyle;
+use crate::logging::{WarnLimiter, peer_str};
 
 /// A hash map with a fast, per-process randomly seeded hasher (ids arrive from peers).
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -223,6 +226,8 @@ pub struct Router {
     /// `streamerList` for players (index 0) and for SFUs (1), built on first request after a
     /// change of the table.
     lists: [Option<Utf8Bytes>; 2],
+    /// Warning budgets of the connections that have caused a warning (see [`Self::warn`]).
+    warnings: HashMap<ConnId, WarnLimiter>,
 }
 
 impl Router {
@@ -252,6 +257,7 @@ impl Router {
             open_players: 0,
             outputs: VecDeque::new(),
             lists: Default::default(),
+            warnings: HashMap::default(),
         }
     }
 
@@ -353,12 +359,16 @@ impl Router {
                 }
             }
             (Inbound::Stats, Player) => debug!(%conn, "stats ignored"),
-            (Inbound::Unknown(ty), _) => {
-                self.warn(conn, &format!("unknown message type {ty:?}; ignored"))
-            }
+            (Inbound::Unknown(ty), _) => self.warn(
+                conn,
+                format_args!("unknown message type {}; ignored", peer_str(&ty)),
+            ),
             (message, role) => self.warn(
                 conn,
-                &format!("a {role} may not send {:?}; ignored", message.type_name()),
+                format_args!(
+                    "a {role} may not send {}; ignored",
+                    peer_str(message.type_name())
+                ),
             ),
         }
     }
@@ -464,10 +474,41 @@ impl Router {
         self.remove(conn);
     }
 
-    fn warn(&self, conn: ConnId, reason: &str) {
+    /// A warning caused by `conn`'s peer, under its per-connection budget (the first few, then
+    /// one line now and then with a count: `WarnLimiter`), with its id escaped and cut.
+    fn warn(&mut self, conn: ConnId, reason: impl fmt::Display) {
+        let verdict = if self.conns.contains_key(&conn) {
+            self.warnings.entry(conn).or_default().check()
+        } else {
+            // Already gone: no budget to keep (it would never be removed).
+            WarnLimiter::default().check()
+        };
+        let Some(suppressed) = verdict else {
+            return;
+        };
         let role = self.conns.get(&conn).map_or("?", |p| p.role().as_str());
         let id = self.describe(conn).unwrap_or_default();
-        warn!(%conn, role, id, "{reason}");
+        warn!(%conn, role, id = %peer_str(&id), "{reason}{suppressed}");
+    }
+
+    /// A connection is leaving: the count of its warnings not logged since its last one.
+    fn end_warnings(&mut self, conn: ConnId) {
+        let Some(suppressed) = self
+            .warnings
+            .remove(&conn)
+            .and_then(|mut limiter| limiter.take_suppressed())
+        else {
+            return;
+        };
+        let role = self.conns.get(&conn).map_or("?", |p| p.role().as_str());
+        let id = self.describe(conn).unwrap_or_default();
+        warn!(
+            %conn,
+            role,
+            id = %peer_str(&id),
+            "{} more warnings from this connection suppressed",
+            suppressed.count()
+        );
     }
 
     // ---- table access ----

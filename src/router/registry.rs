@@ -98,7 +98,7 @@ impl Router {
         if requested.len() > MAX_ENTRY_ID_LEN {
             self.warn(
                 conn,
-                &format!(
+                format!(
                     "endpointId of {} bytes, longer than {MAX_ENTRY_ID_LEN}; ignored",
                     requested.len()
                 ),
@@ -164,6 +164,7 @@ impl Router {
 
     /// Takes `conn` out of every table and runs its disconnect handling (PROTOCOL.md §6).
     pub(super) fn remove(&mut self, conn: ConnId) {
+        self.end_warnings(conn);
         let Some(peer) = self.conns.remove(&conn) else {
             return;
         };

@@ -4,6 +4,8 @@
 use protocol::close;
 use protocol::{PlayerIdValue, ServerMessage};
 
+use crate::logging::peer_player_id;
+
 use super::registry::MAX_ENTRY_ID_LEN;
 use super::{Charge, ConnId, Entry, Role, Router, SubState};
 
@@ -239,9 +241,9 @@ impl Router {
         let Some(target) = self.own_subscriber(streamer, player_id) else {
             self.warn(
                 streamer,
-                &format!(
+                format_args!(
                     "disconnectPlayer for {}, which is not one of its subscribers; ignored",
-                    player_id.describe()
+                    peer_player_id(player_id)
                 ),
             );
             return;

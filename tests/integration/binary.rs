@@ -10,7 +10,7 @@ use tokio::time::timeout;
 
 use crate::support::{CONFIG, TIMEOUT, TestPeer};
 
-fn binary() -> Command {
+pub(crate) fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_signalling"));
     command.env_remove("RUST_LOG").kill_on_drop(true);
     command
@@ -34,7 +34,7 @@ pub(crate) async fn start(
 }
 
 /// [`start`], also returning the log lines up to the last address.
-async fn start_logged(
+pub(crate) async fn start_logged(
     extra: &[&str],
 ) -> (
     tokio::process::Child,
@@ -77,7 +77,7 @@ async fn start_logged(
     )
 }
 
-async fn next_line(lines: &mut Lines) -> String {
+pub(crate) async fn next_line(lines: &mut Lines) -> String {
     timeout(TIMEOUT, lines.next_line())
         .await
         .expect("a log line within the timeout")
