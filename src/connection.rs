@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use protocol::Inbound;
 use protocol::close::{self, Close};
@@ -86,26 +86,35 @@ enum End {
 }
 
 /// Serves one upgraded WebSocket until it ends.
-pub async fn run<S>(
+///
+/// Not an `async fn`: one keeps its arguments for its whole life, so the WebSocket (a few
+/// hundred bytes) would sit in every connection's task twice more beside its split halves.
+pub fn run<S>(
     ws: WebSocketStream<S>,
     conn: ConnId,
     role: Role,
     remote: SocketAddr,
     shared: Shared,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let span = info_span!("conn", id = %conn, role = %role, remote = %remote);
-    serve(ws, conn, role, shared).instrument(span).await;
+    let (sink, stream) = ws.split();
+    serve(sink, stream, conn, role, shared).instrument(span)
 }
 
-async fn serve<S>(ws: WebSocketStream<S>, conn: ConnId, role: Role, shared: Shared)
-where
+async fn serve<S>(
+    sink: Sink<S>,
+    mut stream: SplitStream<WebSocketStream<S>>,
+    conn: ConnId,
+    role: Role,
+    shared: Shared,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     info!("opened");
     let settings = shared.settings.clone();
-    let (sink, mut stream) = ws.split();
     let limits = queue::Limits {
         messages: settings.max_queued_messages,
         bytes: settings.max_queued_bytes,
@@ -145,9 +154,9 @@ where
     let mut warnings = WarnLimiter::default();
     let end = loop {
         if !gate.is_open() {
-            // What this peer sent waits for its receiver to read: read nothing more until it
-            // has (PROTOCOL.md §1.7). Its silence meanwhile is the server's doing, so the
-            // liveness deadline starts again afterwards.
+            // What this peer sent waits for its receiver to read: read nothing more from it
+            // until it has (PROTOCOL.md §1.7). Its silence meanwhile is the server's doing, so
+            // the liveness deadline starts again afterwards.
             debug!("reading paused: the receiver of this peer's messages is behind");
             tokio::select! {
                 biased;
@@ -336,27 +345,17 @@ async fn next_urgent(urgent: &mut Option<oneshot::Receiver<Urgent>>) -> Urgent {
     std::future::pending().await
 }
 
-/// Runs one write, raced against shutdown and an urgent request, so a peer that never reads
-/// cannot hold the writer past its close.
-async fn guarded<F: Future>(
-    write: F,
-    shutdown: &CancellationToken,
-    urgent: &mut Option<oneshot::Receiver<Urgent>>,
-) -> Result<F::Output, Interrupt> {
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => Err(Interrupt::Shutdown),
-        request = next_urgent(urgent) => Err(Interrupt::Urgent(request)),
-        done = write => Ok(done),
-    }
-}
-
 /// What the writer does next.
 enum Next {
-    Text(Utf8Bytes),
-    Ping,
+    Write(Write),
     Close(Closing),
     Stop,
+}
+
+/// A write the writer makes.
+enum Write {
+    Text(Utf8Bytes),
+    Ping,
 }
 
 async fn write_loop<S>(
@@ -387,35 +386,35 @@ async fn write_loop<S>(
                 Urgent::Drop => Next::Stop,
             },
             frame = queue.recv() => match frame {
-                Some(Frame::Text(text)) => Next::Text(text),
+                Some(Frame::Text(text)) => Next::Write(Write::Text(text)),
                 Some(Frame::Close(closing)) => Next::Close(closing),
                 None => Next::Stop,
             },
-            _ = ping.tick(), if pings => Next::Ping,
+            _ = ping.tick(), if pings => Next::Write(Write::Ping),
         };
-        let written = match next {
-            Next::Text(text) => {
-                guarded(
-                    write_batch(&mut sink, &mut queue, text, console),
-                    &shutdown,
-                    &mut urgent,
-                )
-                .await
-            }
-            Next::Ping => {
-                guarded(
-                    async {
-                        sink.send(Message::Ping(Default::default()))
-                            .await
-                            .map(|()| None)
-                    },
-                    &shutdown,
-                    &mut urgent,
-                )
-                .await
-            }
+        let next = match next {
+            Next::Write(write) => write,
             Next::Close(closing) => break Some(closing),
             Next::Stop => break None,
+        };
+        let write = async {
+            match next {
+                Write::Text(text) => write_batch(&mut sink, &mut queue, text, console).await,
+                Write::Ping => sink
+                    .send(Message::Ping(Default::default()))
+                    .await
+                    .map(|()| None),
+            }
+        };
+        // Each write races shutdown and an urgent request, so a peer that never reads cannot
+        // hold the writer past its close. (Inline rather than a helper taking the write by
+        // value: an async fn keeps its arguments for its whole life, which doubled the size of
+        // every connection's writer task.)
+        let written = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Err(Interrupt::Shutdown),
+            request = next_urgent(&mut urgent) => Err(Interrupt::Urgent(request)),
+            done = write => Ok(done),
         };
         match written {
             Ok(Ok(None)) => {}

@@ -292,8 +292,8 @@ async fn run(
                     router.handle_opened(conn, role);
                 }
                 Some(Event::Message { conn, message, bytes }) => {
-                    router.handle_message(conn, message, now());
-                    flow.dispatch(&mut router, &mut outboxes, now());
+                    router.handle_message(conn, message, now);
+                    flow.dispatch(&mut router, &mut outboxes, &now);
                     // Paid back after what it caused is charged, so the gate does not flicker.
                     outboxes.charge(conn, bytes, false);
                     continue;
@@ -310,7 +310,7 @@ async fn run(
                 flow.handle_tick(now(), &mut router, &mut outboxes);
             }
         }
-        flow.dispatch(&mut router, &mut outboxes, now());
+        flow.dispatch(&mut router, &mut outboxes, &now);
     }
     debug!("router task ended");
 }

@@ -16,8 +16,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
-
-use crate::reframe::Reframe;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +25,7 @@ use tracing::{debug, warn};
 use self::write_timeout::WriteTimeout;
 use crate::connection;
 use crate::listener::{Acceptor, UPGRADE_TIMEOUT, first_subprotocol};
+use crate::reframe::Reframe;
 use crate::router::Role;
 
 /// The most hyper buffers per HTTP connection, each way: a request head, and what it has taken

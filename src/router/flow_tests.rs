@@ -185,8 +185,8 @@ impl World {
         self.next += 1;
         self.sim.conns.insert(conn, SimConn::default());
         self.router.handle_opened(conn, role);
-        self.flow
-            .dispatch(&mut self.router, &mut self.sim, self.now);
+        let now = self.now;
+        self.flow.dispatch(&mut self.router, &mut self.sim, &|| now);
         conn
     }
 
@@ -204,9 +204,9 @@ impl World {
             return false;
         }
         let message = Inbound::parse(text).expect("valid message");
-        self.router.handle_message(conn, message, self.now);
-        self.flow
-            .dispatch(&mut self.router, &mut self.sim, self.now);
+        let now = self.now;
+        self.router.handle_message(conn, message, || now);
+        self.flow.dispatch(&mut self.router, &mut self.sim, &|| now);
         true
     }
 
@@ -227,8 +227,8 @@ impl World {
             c.delivered.push(item);
             if signal {
                 self.flow.handle_room(conn, &mut self.router, &mut self.sim);
-                self.flow
-                    .dispatch(&mut self.router, &mut self.sim, self.now);
+                let now = self.now;
+                self.flow.dispatch(&mut self.router, &mut self.sim, &|| now);
             }
         }
     }
@@ -241,16 +241,16 @@ impl World {
         self.sim.end(conn, None);
         self.flow.handle_closed(conn, &mut self.sim);
         self.router.handle_closed(conn);
-        self.flow
-            .dispatch(&mut self.router, &mut self.sim, self.now);
+        let now = self.now;
+        self.flow.dispatch(&mut self.router, &mut self.sim, &|| now);
     }
 
     fn advance(&mut self, ms: u64) {
         self.now += ms;
         self.flow
             .handle_tick(self.now, &mut self.router, &mut self.sim);
-        self.flow
-            .dispatch(&mut self.router, &mut self.sim, self.now);
+        let now = self.now;
+        self.flow.dispatch(&mut self.router, &mut self.sim, &|| now);
     }
 
     fn closes_of(&self, conn: ConnId) -> Vec<Option<u16>> {

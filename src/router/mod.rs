@@ -319,9 +319,9 @@ impl Router {
         self.conns.insert(conn, peer);
     }
 
-    /// A message arrived on `conn`, already parsed, at `now_ms` (milliseconds on any clock that
-    /// does not go back; it only paces subscribes).
-    pub fn handle_message(&mut self, conn: ConnId, message: Inbound, now_ms: u64) {
+    /// A message arrived on `conn`, already parsed. `now_ms` reads a clock in milliseconds that
+    /// does not go back; it is called only to pace subscribes.
+    pub fn handle_message(&mut self, conn: ConnId, message: Inbound, now_ms: impl FnOnce() -> u64) {
         let Some(role) = self.conns.get(&conn).map(Peer::role) else {
             debug!(%conn, "message from a connection that is closing; discarded");
             return;
@@ -331,7 +331,7 @@ impl Router {
             (Inbound::EndpointId { id }, Streamer | Sfu) => self.endpoint_id(conn, id),
             (Inbound::ListStreamers, Player | Sfu) => self.list_streamers(conn),
             (Inbound::Subscribe { streamer_id }, Player | Sfu) => {
-                self.subscribe(conn, streamer_id, now_ms)
+                self.subscribe(conn, streamer_id, now_ms())
             }
             (Inbound::Unsubscribe, Player | Sfu) => self.end_subscription(conn),
             (

@@ -60,7 +60,8 @@ impl Harness {
     /// One message from `conn`, parsed as the connection task would.
     fn msg(&mut self, conn: ConnId, text: &str) {
         let message = Inbound::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        self.router.handle_message(conn, message, self.now_ms);
+        let now = self.now_ms;
+        self.router.handle_message(conn, message, || now);
     }
 
     fn close(&mut self, conn: ConnId) {

@@ -39,7 +39,7 @@ fn captured(f: impl FnOnce()) -> Vec<String> {
 }
 
 fn msg(router: &mut Router, conn: ConnId, text: &str) {
-    router.handle_message(conn, Inbound::parse(text).unwrap(), 0);
+    router.handle_message(conn, Inbound::parse(text).unwrap(), || 0);
 }
 
 #[test]
