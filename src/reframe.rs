@@ -136,13 +136,8 @@ impl<S> Reframe<S> {
                     }
                 }
                 State::Pass { remaining } => {
-                    let n = usize::try_from(remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(available.len())
-                        .min(out.remaining());
-                    out.put_slice(&available[..n]);
-                    self.start += n;
-                    let remaining = remaining - n as u64;
+                    let n = self.copy_out(out, remaining);
+                    let remaining = remaining - n;
                     self.state = if remaining == 0 {
                         State::Header
                     } else {
@@ -179,13 +174,8 @@ impl<S> Reframe<S> {
                         };
                         continue;
                     }
-                    let n = usize::try_from(piece)
-                        .unwrap_or(usize::MAX)
-                        .min(available.len())
-                        .min(out.remaining());
-                    out.put_slice(&available[..n]);
-                    self.start += n;
-                    let remaining = remaining - n as u64;
+                    let n = self.copy_out(out, piece);
+                    let remaining = remaining - n;
                     self.state = if remaining == 0 {
                         State::Header
                     } else {
@@ -194,13 +184,25 @@ impl<S> Reframe<S> {
                             opcode,
                             key,
                             remaining,
-                            piece: piece - n as u64,
+                            piece: piece - n,
                             first,
                         }
                     };
                 }
             }
         }
+    }
+
+    /// Copies up to `limit` bytes of input to `out`, as many as both hold; returns how many.
+    fn copy_out(&mut self, out: &mut ReadBuf<'_>, limit: u64) -> u64 {
+        let available = &self.input[self.start..];
+        let n = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(available.len())
+            .min(out.remaining());
+        out.put_slice(&available[..n]);
+        self.start += n;
+        n as u64
     }
 
     /// A whole header is in `self.header`: pass the frame through or start cutting it.
