@@ -96,7 +96,10 @@ async fn a_flooding_player_cannot_knock_off_its_streamer_or_its_viewers_while_it
         .expect_text(r#"{"type":"offer","playerId":"Player0","sdp":"v=0"}"#)
         .await;
     viewer.sync().await;
-    // The flooder is slowed, not yet closed: its reading resumed once the streamer read.
+    // The streamer reads the rest of the flood (so a flooder blocked on a full socket can see
+    // the stop), and its connection is intact.
+    sync_skipping(&mut streamer).await;
+    // The flooder is slowed, not closed: its reading resumed once the streamer read.
     let (n, closed) = tokio::time::timeout(TIMEOUT, flood)
         .await
         .expect("the flood task ends once stopped")
@@ -105,7 +108,6 @@ async fn a_flooding_player_cannot_knock_off_its_streamer_or_its_viewers_while_it
         !closed && n > sent_during_pause,
         "{n} sent, closed: {closed}"
     );
-    sync_skipping(&mut streamer).await;
 }
 
 /// A streamer sends 100 offers of 200 KB to Player0, more than the sockets buffer, so the
