@@ -89,32 +89,9 @@ pub(crate) fn check_depth(members: &Members<'_>) -> Result<(), ParseError> {
 }
 
 /// Whether `raw` (valid JSON) nests arrays and objects at most `levels` deep. Scalars are not
-/// scanned, strings are skipped with `memchr`, and the scan stops at the first level too many.
+/// scanned; containers are by [`compact_within`], copying nothing.
 fn nests_at_most(raw: &str, levels: usize) -> bool {
-    let bytes = raw.as_bytes();
-    if !matches!(bytes.first(), Some(b'[' | b'{')) {
-        return true;
-    }
-    let mut depth = 0usize;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'"' => i = string_end(bytes, i + 1),
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > levels {
-                    return false;
-                }
-                i += 1;
-            }
-            b']' | b'}' => {
-                depth = depth.saturating_sub(1);
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    true
+    !matches!(raw.as_bytes().first(), Some(b'[' | b'{')) || compact_within(None, raw, levels)
 }
 
 fn classify(err: serde_json::Error) -> ParseError {
@@ -203,6 +180,12 @@ impl<'de> Visitor<'de> for KeyVisitor {
 /// bracket: false (with `out` holding part of `raw`) as soon as `raw` nests arrays and objects
 /// more than `levels` deep.
 fn push_compact(out: &mut String, raw: &str, levels: usize) -> bool {
+    compact_within(Some(out), raw, levels)
+}
+
+/// The one scan behind [`push_compact`] and [`nests_at_most`]: with `out`, appends `raw`
+/// without white space outside strings; either way, false as soon as nesting passes `levels`.
+fn compact_within(mut out: Option<&mut String>, raw: &str, levels: usize) -> bool {
     let bytes = raw.as_bytes();
     let mut run_start = 0;
     let mut depth = 0usize;
@@ -223,7 +206,9 @@ fn push_compact(out: &mut String, raw: &str, levels: usize) -> bool {
             }
             b' ' | b'\t' | b'\n' | b'\r' => {
                 // White space is ASCII, so both ends of the run are char boundaries.
-                out.push_str(raw.get(run_start..i).unwrap_or_default());
+                if let Some(out) = out.as_deref_mut() {
+                    out.push_str(raw.get(run_start..i).unwrap_or_default());
+                }
                 i += 1;
                 while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
                     i += 1;
@@ -233,7 +218,9 @@ fn push_compact(out: &mut String, raw: &str, levels: usize) -> bool {
             _ => i += 1,
         }
     }
-    out.push_str(raw.get(run_start..).unwrap_or_default());
+    if let Some(out) = out {
+        out.push_str(raw.get(run_start..).unwrap_or_default());
+    }
     true
 }
 

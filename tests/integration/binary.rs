@@ -44,15 +44,7 @@ pub(crate) async fn start_logged(
     Vec<String>,
 ) {
     let mut child = binary()
-        .args(["--bind_address", "127.0.0.1", "--streamer_port", "0"])
-        .args([
-            "--player_port",
-            "0",
-            "--sfu_port",
-            "0",
-            "--player_count",
-            "false",
-        ])
+        .args(LOOPBACK)
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()
@@ -76,6 +68,30 @@ pub(crate) async fn start_logged(
         seen,
     )
 }
+
+/// Sends SIGTERM to the server process.
+pub(crate) fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("child pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Flags that put every listener on a loopback ephemeral port, with no playerCount.
+pub(crate) const LOOPBACK: [&str; 10] = [
+    "--bind_address",
+    "127.0.0.1",
+    "--streamer_port",
+    "0",
+    "--player_port",
+    "0",
+    "--sfu_port",
+    "0",
+    "--player_count",
+    "false",
+];
 
 pub(crate) async fn next_line(lines: &mut Lines) -> String {
     timeout(TIMEOUT, lines.next_line())
@@ -155,12 +171,7 @@ async fn sigterm_flow(extra: &[&str], threads: usize) {
     p.sync().await;
     st.sync().await;
 
-    let pid = child.id().expect("child pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    sigterm(&child);
 
     assert_eq!(
         st.expect_close().await,

@@ -30,15 +30,7 @@ async fn start_up_raises_a_low_soft_fd_limit_to_the_hard_one() {
         .arg("-c")
         .arg(format!("ulimit -Sn {LOWERED} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_signalling"))
-        .args(["--bind_address", "127.0.0.1", "--streamer_port", "0"])
-        .args([
-            "--player_port",
-            "0",
-            "--sfu_port",
-            "0",
-            "--player_count",
-            "false",
-        ])
+        .args(crate::binary::LOOPBACK)
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .kill_on_drop(true)

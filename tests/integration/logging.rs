@@ -20,7 +20,7 @@ use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::binary::{next_line, start_logged};
+use crate::binary::{self, next_line, start_logged};
 use crate::support::{CONFIG, IDENTIFY, TIMEOUT, TestPeer, player_connected};
 
 /// Round trips in one measurement window.
@@ -264,12 +264,7 @@ async fn lines_dropped_while_the_log_is_stalled_are_reported_once_it_drains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_exits_on_sigterm_while_nobody_reads_its_log_and_reports_what_it_dropped() {
     let (mut child, lines, _flooder) = stall_the_log().await;
-    let pid = child.id().expect("child pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    binary::sigterm(&child);
     let exit = timeout(TIMEOUT, child.wait())
         .await
         .expect("the server exits within the timeout, its log unread")
@@ -301,12 +296,7 @@ async fn lines_dropped_are_reported_at_exit() {
         let _ = rest.read_to_string(&mut text).await;
         text
     });
-    let pid = child.id().expect("child pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    binary::sigterm(&child);
     let exit = timeout(TIMEOUT, child.wait())
         .await
         .expect("the server exits within the timeout")
@@ -342,12 +332,7 @@ where
         bytes
     });
     scenario(streamer, player).await;
-    let pid = child.id().expect("child pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    binary::sigterm(&child);
     let exit = timeout(TIMEOUT, child.wait())
         .await
         .expect("the server exits within the timeout")
