@@ -1129,6 +1129,56 @@ fn endpoint_id_without_a_string_id_is_ignored() {
 }
 
 #[test]
+fn ids_longer_than_256_bytes_are_refused_and_256_is_kept() {
+    let mut h = Harness::new();
+    let st = h.open(Role::Streamer);
+    let p = h.player();
+    h.drain();
+    let long = "L".repeat(257);
+    h.msg(st, &format!(r#"{{"type":"endpointId","id":"{long}"}}"#));
+    assert_eq!(h.drain(), [], "ignored: no endpointIdConfirm");
+    assert_eq!(h.router.describe(st).as_deref(), Some("UnknownStreamer"));
+    h.msg(
+        p,
+        &format!(r#"{{"type":"subscribe","streamerId":"{long}"}}"#),
+    );
+    assert_eq!(
+        h.drain(),
+        [send(
+            p,
+            r#"{"type":"subscribeFailed","message":"Missing or invalid field streamerId."}"#
+        )]
+    );
+    let longest = "L".repeat(256);
+    h.msg(st, &format!(r#"{{"type":"endpointId","id":"{longest}"}}"#));
+    assert_eq!(h.router.describe(st), Some(longest.clone()));
+    h.drain();
+    h.subscribe(p, &longest);
+}
+
+#[test]
+fn the_streamer_list_follows_every_change_of_the_table() {
+    let mut h = Harness::new();
+    let p = h.player();
+    assert_eq!(h.list(p), r#"{"type":"streamerList","ids":[]}"#);
+    let a = h.streamer("A");
+    assert_eq!(h.list(p), r#"{"type":"streamerList","ids":["A"]}"#);
+    h.msg(a, r#"{"type":"endpointId","id":"B"}"#);
+    h.drain();
+    assert_eq!(h.list(p), r#"{"type":"streamerList","ids":["B"]}"#);
+    let f = h.sfu("SFU");
+    h.msg(f, r#"{"type":"stopStreaming"}"#);
+    h.drain();
+    assert_eq!(h.list(p), r#"{"type":"streamerList","ids":["B"]}"#);
+    h.msg(f, r#"{"type":"startStreaming"}"#);
+    h.drain();
+    assert_eq!(h.list(p), r#"{"type":"streamerList","ids":["B","SFU"]}"#);
+    h.close(a);
+    h.drain();
+    assert_eq!(h.list(p), r#"{"type":"streamerList","ids":["SFU"]}"#);
+}
+
+#[test]
 fn streamer_list_for_players_holds_streaming_entries_in_table_order() {
     let mut h = Harness::new();
     let _unidentified = h.open(Role::Streamer); // UnknownStreamer, not streaming
