@@ -3,15 +3,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use signalling::config::{Cli, Config};
+use signalling::config::{self, LoadError, Loaded};
 use signalling::server::Server;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match Config::load(&cli) {
-        Ok(config) => config,
-        Err(e) => {
+    let Loaded { config, warnings } = match config::load_args(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        // Usage, a misspelt flag (with the nearest one), --help and --version, as clap prints them.
+        Err(LoadError::Cli(e)) => e.exit(),
+        Err(LoadError::Config(e)) => {
             // Logging is not set up yet: its level is part of the configuration.
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -19,6 +19,14 @@ fn main() -> ExitCode {
     };
     // Declared before the runtime, so dropped after it: the last lines are flushed on exit.
     let logging = signalling::logging::init(config.log_level);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    if config.log_config {
+        for line in config.describe() {
+            tracing::info!("config: {line}");
+        }
+    }
 
     let (mut builder, threads) = runtime_builder(config.worker_threads);
     tracing::info!("running on {threads} worker thread(s)");

@@ -4,7 +4,9 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -58,7 +60,15 @@ async fn bind(
     flag: &str,
 ) -> Result<TcpListener, ServerError> {
     let addr = SocketAddr::new(config.bind_address, port);
-    let listener = TcpListener::bind(addr).await.map_err(|source| {
+    let listener = match listen(addr) {
+        // "::" on a host without IPv6: every IPv4 interface instead, as the default promises.
+        Err(e) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && no_ipv6(&e) => {
+            info!("no IPv6 on this host ({e}): the {role} port listens on IPv4 only");
+            listen(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
+        }
+        other => other,
+    };
+    let listener = listener.map_err(|source| {
         let hint = match source.kind() {
             io::ErrorKind::PermissionDenied if port < 1024 => format!(
                 " (ports below 1024 need root or CAP_NET_BIND_SERVICE; pick another port, e.g. {flag} 8080)"
@@ -72,6 +82,28 @@ async fn bind(
         info!("{role} port listening on {local}");
     }
     Ok(listener)
+}
+
+/// A listening socket; an IPv6 one also takes IPv4 (IPV6_V6ONLY off, whatever the host's
+/// default), as Wilbur's `::` does.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Whether an error means the host has no IPv6 (the module is off, or no address).
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
+    ) || matches!(e.raw_os_error(), Some(97 | 99)) // EAFNOSUPPORT, EADDRNOTAVAIL on Linux
 }
 
 impl Server {

@@ -9,6 +9,7 @@ mod bench;
 mod binary;
 mod browser;
 mod disconnect_player;
+mod drop_in;
 mod epic_client;
 mod fd_limit;
 mod hostile;

@@ -1,0 +1,625 @@
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("signalling-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+fn load(args: &[&str]) -> Result<Loaded, LoadError> {
+    load_args(std::iter::once("signalling").chain(args.iter().copied()))
+}
+
+fn config(args: &[&str]) -> Config {
+    match load(args) {
+        Ok(loaded) => loaded.config,
+        Err(LoadError::Cli(e)) => panic!("{args:?}: {e}"),
+        Err(LoadError::Config(e)) => panic!("{args:?}: {e}"),
+    }
+}
+
+fn config_error(args: &[&str]) -> String {
+    match load(args) {
+        Ok(_) => panic!("{args:?} should be refused"),
+        Err(LoadError::Cli(e)) => e.to_string(),
+        Err(LoadError::Config(e)) => e.to_string(),
+    }
+}
+
+fn text_error(text: &str) -> String {
+    Config::from_toml_str(text)
+        .expect_err("should be refused")
+        .to_string()
+}
+
+#[test]
+fn embedded_defaults() {
+    let config = Config::from_toml_str("").expect("embedded file parses and validates");
+    assert_eq!(config.bind_address, IpAddr::from([0u16; 8]));
+    assert_eq!(
+        (config.streamer_port, config.player_port, config.sfu_port),
+        (8888, 80, 8889)
+    );
+    assert_eq!(config.peer_options, Map::new());
+    assert_eq!(config.max_players, 0);
+    assert_eq!(config.player_id_style, PlayerIdStyle::Wilbur);
+    assert!(config.player_count);
+    assert_eq!(config.keepalive_interval, Duration::from_secs(30));
+    assert_eq!(config.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(config.player_protocol_ping, Duration::ZERO);
+    assert_eq!(config.max_message_size, 1_048_576);
+    assert_eq!(config.log_level, LogLevel::Info);
+    assert_eq!(config.console_messages, ConsoleMessages::Off);
+    assert!(!config.log_config);
+    assert_eq!(config.sessions.cors_origins, vec!["*".to_owned()]);
+    assert_eq!(config.ice.credential_lifetime, Duration::from_secs(86400));
+    assert_eq!(Config::default(), config);
+    assert_eq!(self::config(&[]), config);
+}
+
+#[test]
+fn text_overrides_only_the_keys_it_sets() {
+    let config = Config::from_toml_str(
+        "max_players = 3\nkeepalive_interval = 0.5\nkeepalive_timeout = 2\n\
+         [sessions]\nmax_sessions = 7\n",
+    )
+    .expect("valid");
+    assert_eq!(config.max_players, 3);
+    assert_eq!(config.keepalive_interval, Duration::from_millis(500));
+    assert_eq!(config.sessions.max_sessions, 7);
+    assert_eq!(config.sessions.max_peers_per_session, 16, "untouched");
+    assert_eq!(config.streamer_port, 8888, "untouched");
+}
+
+#[test]
+fn layers_in_order_file_then_flags() {
+    let toml = temp_file(
+        "layers.toml",
+        "streamer_port = 1\nplayer_port = 2\n[ice]\nstun_urls = [\"stun:a:1\"]\n",
+    );
+    let path = toml.to_str().expect("utf-8 path");
+    let config = config(&["--config", path, "--player_port", "3"]);
+    assert_eq!((config.streamer_port, config.player_port), (1, 3));
+    assert_eq!(config.ice.stun_urls, vec!["stun:a:1".to_owned()]);
+    // Wilbur's and Cirrus's spellings of the file flag, and --no_config.
+    assert_eq!(self::config(&["--config_file", path]).streamer_port, 1);
+    assert_eq!(self::config(&["--configFile", path]).streamer_port, 1);
+    assert_eq!(
+        self::config(&["--config_file", path, "--no_config"]).streamer_port,
+        8888
+    );
+    // The later of two spellings of one key wins.
+    assert_eq!(
+        self::config(&["--HttpPort", "5", "--player_port", "6"]).player_port,
+        6
+    );
+    assert_eq!(
+        self::config(&["--player_port", "6", "--HttpPort=5"]).player_port,
+        5
+    );
+}
+
+#[test]
+fn every_key_is_a_flag_in_both_spellings_and_both_forms() {
+    let table: toml::Table = toml::from_str(EMBEDDED).expect("TOML");
+    for key in all_keys() {
+        let default = if key.section.is_empty() {
+            &table[key.name]
+        } else {
+            &table[key.section][key.name]
+        };
+        let value = match default {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Array(a) => a
+                .iter()
+                .filter_map(toml::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        let flag = key.flag();
+        for spelling in [flag.clone(), flag.replace('_', "-")] {
+            let separate = config(&[&format!("--{spelling}"), &value]);
+            let joined = config(&[&format!("--{spelling}={value}")]);
+            assert_eq!(separate, Config::default(), "--{spelling} {value}");
+            assert_eq!(joined, Config::default(), "--{spelling}={value}");
+        }
+    }
+}
+
+#[test]
+fn switches_alone_or_with_a_value() {
+    assert!(config(&["--log_config"]).log_config);
+    assert!(config(&["--log_config", "--player_port", "5"]).log_config);
+    assert!(!config(&["--log_config", "false"]).log_config);
+    assert!(!config(&["--log_config=false"]).log_config);
+    assert!(config(&["--player_count"]).player_count);
+    assert_eq!(
+        config(&["--console_messages"]).console_messages,
+        ConsoleMessages::Basic
+    );
+    assert_eq!(
+        config(&["--console_messages", "--log_config"]).console_messages,
+        ConsoleMessages::Basic
+    );
+    assert_eq!(
+        config(&["--console_messages", "verbose"]).console_messages,
+        ConsoleMessages::Verbose
+    );
+}
+
+#[test]
+fn wilbur_flags() {
+    let config = config(&[
+        "--streamer_port",
+        "1",
+        "--player_port",
+        "2",
+        "--sfu_port",
+        "3",
+        "--max_players",
+        "-1",
+        "--peer_options",
+        r#"{"a":1}"#,
+        "--log_level_console",
+        "warning",
+        "--turn_secret",
+        "s",
+        "--turn_ttl",
+        "60",
+        "--ice_turn_urls",
+        "turn:t:3478",
+    ]);
+    assert_eq!(
+        (config.streamer_port, config.player_port, config.sfu_port),
+        (1, 2, 3)
+    );
+    assert_eq!(config.max_players, 0, "-1 is unlimited");
+    assert_eq!(Value::Object(config.peer_options), json!({"a": 1}));
+    assert_eq!(config.log_level, LogLevel::Warn);
+    assert_eq!(config.ice.turn_secret, "s");
+    assert_eq!(config.ice.credential_lifetime, Duration::from_secs(60));
+    assert_eq!(self::config(&["--http_port", "8080"]).player_port, 8080);
+    assert_eq!(self::config(&["--reverse-proxy"]), Config::default());
+}
+
+#[test]
+fn files_named_by_flags_are_read() {
+    let peer = temp_file("peer.json", r#"{"iceServers":[]}"#);
+    let secret = temp_file("secret.txt", "hunter2\n");
+    let config = config(&[
+        "--peer_options_file",
+        peer.to_str().expect("utf-8"),
+        "--turn_secret_file",
+        secret.to_str().expect("utf-8"),
+        "--ice_turn_urls",
+        "turn:t:3478",
+    ]);
+    assert_eq!(
+        Value::Object(config.peer_options),
+        json!({"iceServers": []})
+    );
+    assert_eq!(config.ice.turn_secret, "hunter2");
+    let missing = config_error(&["--peer_options_file", "/nonexistent/peer.json"]);
+    assert!(
+        missing.contains("/nonexistent/peer.json") && missing.contains("--peer_options_file"),
+        "{missing}"
+    );
+    let bad = temp_file("bad-peer.json", "[1]");
+    let bad = config_error(&["--peer_options_file", bad.to_str().expect("utf-8")]);
+    assert!(
+        bad.contains("bad-peer.json") && bad.contains("not an array"),
+        "{bad}"
+    );
+}
+
+#[test]
+fn peer_options_as_json_text_table_or_empty() {
+    let from_string =
+        Config::from_toml_str(r#"peer_options = '{"iceServers":[]}'"#).expect("string");
+    let from_table = Config::from_toml_str("[peer_options]\niceServers = []").expect("table");
+    assert_eq!(from_string.peer_options, from_table.peer_options);
+    assert_eq!(
+        Config::from_toml_str(r#"peer_options = """#)
+            .expect("empty")
+            .peer_options,
+        Map::new()
+    );
+    for (text, problem) in [
+        ("peer_options = '[1]'", "not an array"),
+        ("peer_options = 5", "not a number"),
+        ("peer_options = '{'", "not valid JSON"),
+    ] {
+        let e = text_error(text);
+        assert!(
+            e.contains("`peer_options`") && e.contains(problem),
+            "{text}: {e}"
+        );
+    }
+}
+
+#[test]
+fn errors_name_the_key_and_where_the_value_came_from() {
+    let e = text_error("max_players = \"four\"");
+    assert!(
+        e.contains("`max_players`") && e.contains("configuration text"),
+        "{e}"
+    );
+    let file = temp_file("bad.toml", "[sessions]\nmax_body_bytes = \"big\"\n");
+    let e = config_error(&["--config", file.to_str().expect("utf-8")]);
+    assert!(
+        e.contains("`sessions.max_body_bytes`") && e.contains("bad.toml"),
+        "{e}"
+    );
+    let json = temp_file("bad.json", r#"{"player_port": "eighty"}"#);
+    let e = config_error(&["--config_file", json.to_str().expect("utf-8")]);
+    assert!(
+        e.contains("`player_port`") && e.contains("bad.json") && e.contains("eighty"),
+        "{e}"
+    );
+    for (args, key, flag) in [
+        (
+            &["--max_players", "-2"][..],
+            "`max_players`",
+            "--max_players",
+        ),
+        (
+            &["--player_count", "maybe"],
+            "`player_count`",
+            "--player_count",
+        ),
+        (
+            &["--keepalive_interval", "-1"],
+            "`keepalive_interval`",
+            "--keepalive_interval",
+        ),
+        (
+            &["--keepalive_interval", "soon"],
+            "`keepalive_interval`",
+            "--keepalive_interval",
+        ),
+        (&["--log_level", "loud"], "`log_level`", "--log_level"),
+        (
+            &["--streamer_port", "65536"],
+            "`streamer_port`",
+            "--streamer_port",
+        ),
+        (
+            &["--sessions_max_sessions", "0"],
+            "`sessions.max_sessions`",
+            "--sessions_max_sessions",
+        ),
+        (
+            &["--max_message_size", "12"],
+            "`max_message_size`",
+            "--max_message_size",
+        ),
+    ] {
+        let e = config_error(args);
+        assert!(e.contains(key) && e.contains(flag), "{args:?}: {e}");
+    }
+    // A rule broken by the file's value names the file.
+    let file = temp_file("rule.toml", "keepalive_interval = 0\n");
+    let e = config_error(&["--config", file.to_str().expect("utf-8")]);
+    assert!(
+        e.contains("`keepalive_timeout`") && e.contains("embedded"),
+        "{e}"
+    );
+    let e = config_error(&[
+        "--config",
+        file.to_str().expect("utf-8"),
+        "--keepalive_timeout",
+        "5",
+    ]);
+    assert!(e.contains("--keepalive_timeout"), "{e}");
+    let e = config_error(&["--config", "/nonexistent/x.toml"]);
+    assert!(e.contains("/nonexistent/x.toml"), "{e}");
+}
+
+#[test]
+fn unknown_keys_and_flags_are_refused_naming_the_nearest() {
+    let e = text_error("max_player = 3");
+    assert!(
+        e.contains("unknown key `max_player`") && e.contains("`max_players`"),
+        "{e}"
+    );
+    let e = text_error("[sessions]\nmax_sesions = 3");
+    assert!(
+        e.contains("`sessions.max_sesions`") && e.contains("`sessions.max_sessions`"),
+        "{e}"
+    );
+    let json = temp_file("unknown.json", r#"{"HttpPrt": 80}"#);
+    let e = config_error(&["--config", json.to_str().expect("utf-8")]);
+    assert!(
+        e.contains("`HttpPrt`") && e.contains("unknown.json") && e.contains("`HttpPort`"),
+        "{e}"
+    );
+    match load(&["--player_prot", "5"]) {
+        Err(LoadError::Cli(e)) => {
+            assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+            assert_eq!(e.exit_code(), 2);
+            let text = e.to_string();
+            assert!(
+                text.contains("--player_prot") && text.contains("--player_port"),
+                "{text}"
+            );
+        }
+        other => panic!("unknown flag accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn rules_between_keys() {
+    assert!(text_error("keepalive_interval = 0").contains("keepalive_timeout"));
+    assert!(text_error("keepalive_interval = 60\nkeepalive_timeout = 60").contains("greater"));
+    Config::from_toml_str("keepalive_interval = 0\nkeepalive_timeout = 0").expect("both off");
+    assert!(text_error("max_queued_messages = 0").contains("max_queued_messages"));
+    assert!(text_error("max_queued_bytes = 10").contains("max_queued_bytes"));
+    assert!(text_error("overflow_timeout = 0").contains("overflow_timeout"));
+    assert!(text_error("worker_threads = 1025").contains("worker_threads"));
+    assert!(
+        text_error("keepalive_interval = 86401\nkeepalive_timeout = 0")
+            .contains("keepalive_interval")
+    );
+    assert!(text_error("[sessions]\nmax_peers_per_session = 1").contains("max_peers_per_session"));
+    assert!(text_error("[sessions]\nmax_event_bytes = 1024").contains("max_event_bytes"));
+    assert!(text_error("[sessions]\ncors_origins = [\"*\", \"http://a\"]").contains("alone"));
+    assert!(text_error("[sessions]\ncors_origins = [\"a.com\"]").contains("not an origin"));
+    assert!(text_error("[ice]\nstun_urls = [\"http://x\"]").contains("stun:"));
+    assert!(text_error("[ice]\nturn_urls = [\"turn:x:1\"]").contains("credentials"));
+    assert!(text_error("[ice]\nturn_secret = \"s\"").contains("turn_urls"));
+    assert!(text_error("[ice]\nturn_urls = [\"turn:x:1\"]\nturn_secret = \"s\"\nturn_username = \"u\"\nturn_credential = \"c\"").contains("not both"));
+    assert!(
+        text_error(
+            "[ice]\nturn_urls = [\"turn:x:1\"]\nturn_secret = \"s\"\ncredential_lifetime = 0"
+        )
+        .contains("credential_lifetime")
+    );
+}
+
+#[test]
+fn refused_settings_stop_start_up() {
+    let e = config_error(&["--player_token", "abc"]);
+    assert!(e.contains("--player_token") && e.contains("without"), "{e}");
+    let json = temp_file("auth.json", r#"{"UseAuthentication": true}"#);
+    let e = config_error(&["--configFile", json.to_str().expect("utf-8")]);
+    assert!(
+        e.contains("UseAuthentication") && e.contains("auth.json"),
+        "{e}"
+    );
+    let json = temp_file("no-auth.json", r#"{"UseAuthentication": false}"#);
+    config(&["--configFile", json.to_str().expect("utf-8")]);
+}
+
+#[test]
+fn log_config_redacts_secrets() {
+    let config = Config::from_toml_str(
+        "[ice]\nturn_urls = [\"turn:x:1\"]\nturn_username = \"user\"\nturn_credential = \"pa55word\"",
+    )
+    .expect("valid");
+    let lines = config.describe();
+    assert!(
+        lines.contains(&"ice.turn_credential = \"<redacted>\"".to_owned()),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"ice.turn_username = \"user\"".to_owned()));
+    assert!(lines.iter().all(|l| !l.contains("pa55word")));
+    assert_eq!(lines.len(), all_keys().count());
+    let secret =
+        Config::from_toml_str("[ice]\nturn_urls = [\"turn:x:1\"]\nturn_secret = \"s3cret\"")
+            .expect("valid");
+    assert!(secret.describe().iter().all(|l| !l.contains("s3cret")));
+}
+
+#[test]
+fn legacy_names_point_at_declared_keys_and_clash_with_none() {
+    cli::command().debug_assert();
+    for entry in legacy::LEGACY {
+        if let Effect::Key(path) | Effect::Convert(path, _) | Effect::ReadFile(path) = entry.effect
+        {
+            assert!(
+                all_keys().any(|k| k.path() == path),
+                "{} points at unknown key {path}",
+                entry.name
+            );
+        }
+        assert!(
+            key_by_any_name(entry.name).is_none(),
+            "{} is also a key's name",
+            entry.name
+        );
+    }
+}
+
+/// Epic's shipped Wilbur config.json (SignallingWebServer/config.json), keys and value types as
+/// shipped: ports as strings, a Windows http_root, an empty peer_options.
+const WILBUR_CONFIG_JSON: &str = include_str!("../../tests/fixtures/wilbur-config.json");
+
+/// A Cirrus config.json (UE5.4's keys as cirrus.js writes them), with peerConnectionOptions.
+const CIRRUS_CONFIG_JSON: &str = include_str!("../../tests/fixtures/cirrus-config.json");
+
+#[test]
+fn wilbur_config_json_loads_as_shipped() {
+    let path = temp_file("wilbur-config.json", WILBUR_CONFIG_JSON);
+    let loaded = load(&["--config_file", path.to_str().expect("utf-8")])
+        .map_err(|e| format!("{e:?}"))
+        .expect("loads");
+    let config = loaded.config;
+    assert_eq!(
+        (config.streamer_port, config.player_port, config.sfu_port),
+        (8888, 80, 8889)
+    );
+    assert_eq!(config.console_messages, ConsoleMessages::Verbose);
+    assert!(config.log_config);
+    assert_eq!(config.peer_options, Map::new());
+    // Flags win over the file, as in Wilbur.
+    let flags = self::config(&[
+        "--config_file",
+        path.to_str().expect("utf-8"),
+        "--player_port",
+        "8080",
+    ]);
+    assert_eq!(flags.player_port, 8080);
+}
+
+#[test]
+fn cirrus_config_json_loads() {
+    let path = temp_file("cirrus-config.json", CIRRUS_CONFIG_JSON);
+    let loaded = load(&["--configFile", path.to_str().expect("utf-8")])
+        .map_err(|e| format!("{e:?}"))
+        .expect("loads");
+    let config = loaded.config;
+    assert_eq!(
+        (config.streamer_port, config.player_port, config.sfu_port),
+        (8887, 81, 8886)
+    );
+    assert_eq!(
+        config.console_messages,
+        ConsoleMessages::Verbose,
+        "LogVerbose"
+    );
+    assert_eq!(
+        Value::Object(config.peer_options),
+        json!({"iceServers": [{"urls": ["stun:stun.l.google.com:19302"]}]})
+    );
+    // Cirrus's flags, yargs style.
+    let flags = self::config(&[
+        "--HttpPort=90",
+        "--StreamerPort",
+        "91",
+        "--SFUPort=92",
+        r#"--peerConnectionOptions={"iceServers":[]}"#,
+        "--LogVerbose",
+    ]);
+    assert_eq!(
+        (flags.player_port, flags.streamer_port, flags.sfu_port),
+        (90, 91, 92)
+    );
+    assert_eq!(Value::Object(flags.peer_options), json!({"iceServers": []}));
+    assert_eq!(flags.console_messages, ConsoleMessages::Verbose);
+}
+
+#[test]
+fn settings_without_effect_warn_once_and_only_when_they_ask_for_something() {
+    let warnings = |args: &[&str]| {
+        load(args)
+            .map_err(|e| format!("{e:?}"))
+            .expect("loads")
+            .warnings
+    };
+    assert_eq!(
+        warnings(&["--https_redirect", "--HttpsPort", "443"]),
+        Vec::<String>::new()
+    );
+    let w = warnings(&["--stdin", "--public_ip=1.2.3.4", "--stdin"]);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w.iter().any(|w| w.contains("--stdin")) && w.iter().any(|w| w.contains("--public_ip")),
+        "{w:?}"
+    );
+    assert_eq!(warnings(&["--stdin", "false"]), Vec::<String>::new());
+    let w = warnings(&["--UseHTTPS"]);
+    assert!(
+        w.len() == 1 && w[0].contains("UseHTTPS") && w[0].contains("TLS"),
+        "{w:?}"
+    );
+}
+
+/// The keys, and their defaults, as `signalling.toml` writes them.
+fn toml_keys() -> BTreeMap<String, String> {
+    let table: toml::Table = toml::from_str(EMBEDDED).expect("TOML");
+    let mut keys = BTreeMap::new();
+    for (name, value) in &table {
+        match value {
+            toml::Value::Table(section) if name != "peer_options" => {
+                for (inner, value) in section {
+                    keys.insert(format!("{name}.{inner}"), value.to_string());
+                }
+            }
+            _ => {
+                keys.insert(name.clone(), value.to_string());
+            }
+        }
+    }
+    keys
+}
+
+/// The keys, and their defaults, as the README's key tables write them.
+fn readme_keys() -> BTreeMap<String, String> {
+    let readme = include_str!("../../README.md");
+    let mut keys = BTreeMap::new();
+    let section = readme
+        .split("\n## Configuration")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Configuration section");
+    for line in section.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 || !cells[1].starts_with('`') || !cells[2].starts_with('`') {
+            continue;
+        }
+        let key = cells[1].trim_matches('`').to_owned();
+        let default = cells[2].trim_matches('`').to_owned();
+        keys.insert(key, default);
+    }
+    keys
+}
+
+/// The keys, and their defaults, as `--help` shows them.
+fn help_keys() -> BTreeMap<String, String> {
+    let help = cli::command().render_long_help().to_string();
+    let mut keys = BTreeMap::new();
+    let mut lines = help.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(flag) = line.trim().strip_prefix("--") else {
+            continue;
+        };
+        let flag = flag.split([' ', '=']).next().unwrap_or_default();
+        let Some(description) = lines.peek() else {
+            break;
+        };
+        let Some((_, default)) = description.rsplit_once("[default: ") else {
+            continue;
+        };
+        let default = default.strip_suffix(']').unwrap_or(default).to_owned();
+        let path = all_keys()
+            .find(|k| k.flag() == flag)
+            .map_or_else(|| format!("(no key for --{flag})"), KeyDecl::path);
+        keys.insert(path, default);
+    }
+    keys
+}
+
+#[test]
+fn signalling_toml_help_and_readme_agree_on_keys_and_defaults() {
+    let declared: BTreeSet<String> = all_keys().map(KeyDecl::path).collect();
+    let toml = toml_keys();
+    let readme = readme_keys();
+    let help = help_keys();
+    assert_eq!(
+        toml.keys().cloned().collect::<BTreeSet<_>>(),
+        declared,
+        "signalling.toml vs declarations"
+    );
+    assert_eq!(
+        readme.keys().cloned().collect::<BTreeSet<_>>(),
+        declared,
+        "README key tables vs declarations"
+    );
+    assert_eq!(
+        help.keys().cloned().collect::<BTreeSet<_>>(),
+        declared,
+        "--help vs declarations"
+    );
+    for (key, default) in &toml {
+        assert_eq!(&readme[key], default, "README's default of {key}");
+        assert_eq!(&help[key], default, "--help's default of {key}");
+    }
+}

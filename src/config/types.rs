@@ -1,0 +1,302 @@
+//! Every configuration key, declared once: its field (name and type), the flag's value name and
+//! help line, and any extra flag spellings. The `keys!` macro turns each declaration into a
+//! struct field and a row of that struct's `KEYS` table, from which the flags, the key-name
+//! checks and `--help` are built. Defaults live only in `signalling.toml` (the bottom layer),
+//! validation only in `validate.rs`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::values::{de_peer_options, de_seconds, de_unlimited, ser_seconds};
+
+/// How a key's value is written in flags and in JSON files, where every value may arrive as a
+/// string (`--max_players 4`, Wilbur's `"player_port": "80"`): it decides how such a string is
+/// read before the one deserialization of the merged settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); a bare flag means `true`.
+    Bool,
+    /// A whole number.
+    Int,
+    /// Seconds, whole or decimal.
+    Seconds,
+    /// Text taken as it is (addresses, paths, names).
+    Text,
+    /// A list: comma-separated in a flag or a string.
+    List,
+    /// A JSON object: a string holding one, or the object itself.
+    Json,
+}
+
+/// The [`Kind`] of a field type.
+pub(crate) trait HasKind {
+    const KIND: Kind;
+}
+
+macro_rules! has_kind {
+    ($kind:ident: $($ty:ty),*) => { $(impl HasKind for $ty { const KIND: Kind = Kind::$kind; })* };
+}
+has_kind!(Bool: bool);
+has_kind!(Int: u16, u32, u64, usize);
+has_kind!(Seconds: Duration);
+has_kind!(Text: String, IpAddr, PlayerIdStyle, LogLevel, ConsoleMessages, LogFormat);
+has_kind!(List: Vec<String>);
+has_kind!(Json: Map<String, Value>, BTreeMap<String, String>);
+
+/// One key as declared.
+#[derive(Debug)]
+pub(crate) struct KeyDecl {
+    /// `""` for a top-level key, else the section's name (`"sessions"`).
+    pub(crate) section: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    /// What `--help` shows after the flag (`PORT`, `SECONDS`).
+    pub(crate) value_name: &'static str,
+    /// The value a bare flag means, when it may be given without one.
+    pub(crate) bare: Option<&'static str>,
+    /// Further flag spellings (older names, Wilbur's and Cirrus's names for the same thing).
+    pub(crate) aliases: &'static [&'static str],
+    pub(crate) help: &'static str,
+}
+
+impl KeyDecl {
+    /// `sessions.max_body_bytes`; a top-level key is its name.
+    pub(crate) fn path(&self) -> String {
+        if self.section.is_empty() {
+            self.name.to_owned()
+        } else {
+            format!("{}.{}", self.section, self.name)
+        }
+    }
+
+    /// The flag, without dashes: the key's name, with its section's in front for a key in a
+    /// section (`sessions_max_body_bytes`).
+    pub(crate) fn flag(&self) -> String {
+        if self.section.is_empty() {
+            self.name.to_owned()
+        } else {
+            format!("{}_{}", self.section, self.name)
+        }
+    }
+}
+
+/// Declares a settings struct and its `KEYS` table. Each field:
+/// `$(#[serde attrs])* name: Type [VALUE_NAME $(bare = "v")? $(alias = "a")*] "help",`.
+/// A struct may end with `sections { field: SectionType = "name", }`, which are the struct's
+/// sub-tables (not keys themselves).
+macro_rules! keys {
+    (
+        $(#[$smeta:meta])*
+        pub struct $name:ident in $section:literal {
+            $(
+                $(#[$fmeta:meta])*
+                $field:ident : $ty:ty
+                    [$value_name:literal $(bare = $bare:literal)? $(alias = $alias:literal)*]
+                    $help:literal,
+            )*
+        }
+        $(sections { $($sfield:ident : $sty:ty = $sname:literal,)* })?
+    ) => {
+        $(#[$smeta])*
+        #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $(
+                #[doc = $help]
+                $(#[$fmeta])*
+                pub $field: $ty,
+            )*
+            $($(pub $sfield: $sty,)*)?
+        }
+
+        impl $name {
+            pub(crate) const KEYS: &'static [KeyDecl] = &[
+                $(KeyDecl {
+                    section: $section,
+                    name: stringify!($field),
+                    kind: <$ty as HasKind>::KIND,
+                    value_name: $value_name,
+                    bare: keys!(@bare $($bare)?),
+                    aliases: &[$($alias),*],
+                    help: $help,
+                },)*
+            ];
+
+            /// The section tables inside this struct: name and keys.
+            #[allow(dead_code, reason = "only the top-level struct has sections")]
+            pub(crate) const SECTIONS: &'static [(&'static str, &'static [KeyDecl])] =
+                &[$($(($sname, <$sty>::KEYS),)*)?];
+        }
+    };
+    (@bare) => { None };
+    (@bare $bare:literal) => { Some($bare) };
+}
+
+keys! {
+    /// The server's settings. Every key is documented, with its default, in `signalling.toml`.
+    pub struct Config in "" {
+        bind_address: IpAddr ["IP"]
+            "IP address every listener binds to; \"::\" also takes IPv4 where the host allows",
+        streamer_port: u16 ["PORT" alias = "StreamerPort"]
+            "WebSocket port for streamers",
+        player_port: u16 ["PORT" alias = "http_port" alias = "HttpPort"]
+            "Port for players: WebSocket and HTTP",
+        sfu_port: u16 ["PORT" alias = "SFUPort"]
+            "WebSocket port for SFUs",
+        #[serde(deserialize_with = "de_peer_options")]
+        peer_options: Map<String, Value> ["JSON" alias = "peerConnectionOptions"]
+            "JSON object sent to peers as peerConnectionOptions (e.g. iceServers)",
+        #[serde(deserialize_with = "de_unlimited")]
+        max_players: u32 ["N"]
+            "Most subscribers one streamer may have; 0 (or -1) is unlimited",
+        player_id_style: PlayerIdStyle ["STYLE"]
+            "Player ids: \"wilbur\" (Player0, …) or \"numeric\" (1, … for UE 5.0-5.4)",
+        player_count: bool ["BOOL" bare = "true"]
+            "Send each player a playerCount message after config",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        keepalive_interval: Duration ["SECONDS"]
+            "Seconds between WebSocket Pings; 0 sends none",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        keepalive_timeout: Duration ["SECONDS"]
+            "Seconds of silence before a peer is dropped; 0 disables; must exceed keepalive_interval",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        player_protocol_ping: Duration ["SECONDS"]
+            "Seconds between protocol pings to players; 0 is off",
+        max_message_size: usize ["BYTES"]
+            "Largest incoming message in bytes; bigger closes with 1009",
+        max_queued_messages: usize ["N"]
+            "Outgoing messages queued per connection, in each lane of its queue",
+        max_queued_bytes: usize ["BYTES"]
+            "Outgoing bytes queued per connection, in each lane, and what one peer may have in flight",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        overflow_timeout: Duration ["SECONDS"]
+            "Seconds a peer's message may wait for its receiver before the peer is closed 1008",
+        worker_threads: usize ["N"]
+            "Async worker threads; 0 is one per CPU the process may use",
+        log_level: LogLevel ["LEVEL" alias = "log_level_console"]
+            "Least severe log level shown on stderr; RUST_LOG overrides it",
+        console_messages: ConsoleMessages ["DETAIL" bare = "basic"]
+            "Log signalling messages: off, basic, verbose or formatted (bare: basic)",
+        log_config: bool ["BOOL" bare = "true"]
+            "Log the effective configuration at start, secrets redacted",
+    }
+    sections {
+        sessions: SessionsConfig = "sessions",
+        ice: IceConfig = "ice",
+    }
+}
+
+keys! {
+    /// `[sessions]`: limits and timing of the HTTP + SSE session API.
+    pub struct SessionsConfig in "sessions" {
+        max_sessions: usize ["N"]
+            "Most sessions at once; one more answers 429",
+        max_sessions_per_address: usize ["N"]
+            "Most sessions one client address may have created and not yet ended; 0 is no limit",
+        max_peers_per_session: usize ["N"]
+            "Most peers in one session; one more answers 429",
+        max_queued_events: usize ["N"]
+            "Events kept per peer: queued while its stream is closed, and replayable",
+        max_peer_event_bytes: usize ["BYTES"]
+            "Bytes of events kept per peer",
+        max_event_bytes: usize ["BYTES"]
+            "Bytes of events kept by every session together",
+        max_body_bytes: usize ["BYTES"]
+            "Largest request body; bigger answers 413",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        body_read_timeout: Duration ["SECONDS"]
+            "Seconds a request body may take to arrive; 0 waits without limit",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        idle_timeout: Duration ["SECONDS" alias = "session_idle_timeout"]
+            "Seconds a peer with no open stream and no request is kept; 0 is forever",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        keepalive: Duration ["SECONDS"]
+            "Seconds between keep-alive comments on an idle event stream; 0 sends none",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        stream_write_timeout: Duration ["SECONDS"]
+            "Seconds a response may go without the client taking a byte; 0 never closes it",
+        cors_origins: Vec<String> ["LIST" alias = "cors_origins"]
+            "Origins allowed to call the session API, comma-separated; \"*\" is any",
+    }
+}
+
+keys! {
+    /// `[ice]`: STUN and TURN servers, with static or time-limited (TURN REST) credentials.
+    pub struct IceConfig in "ice" {
+        stun_urls: Vec<String> ["LIST" alias = "stun_urls"]
+            "STUN URLs, comma-separated",
+        turn_urls: Vec<String> ["LIST" alias = "turn_urls"]
+            "TURN URLs, comma-separated",
+        turn_username: String ["NAME"]
+            "Static TURN username, sent as it is",
+        turn_credential: String ["SECRET"]
+            "Static TURN credential, sent as it is",
+        turn_secret: String ["SECRET" alias = "turn_secret"]
+            "Secret shared with the TURN server: per-peer time-limited credentials",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        credential_lifetime: Duration ["SECONDS" alias = "turn_ttl"]
+            "Seconds time-limited TURN credentials stay valid",
+    }
+}
+
+/// How player ids are spelled (PROTOCOL.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlayerIdStyle {
+    /// "Player0", "Player1", …
+    Wilbur,
+    /// "1", "2", … for UE 5.0–5.4 streamers.
+    Numeric,
+}
+
+/// Least severe level logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    /// Also spelled "warning", as Wilbur's `--log_level_console` does.
+    #[serde(alias = "warning")]
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The level as a `tracing_subscriber::EnvFilter` directive.
+    pub fn as_filter(&self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// Whether and how signalling messages are logged (Wilbur's `--console_messages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleMessages {
+    /// Not logged.
+    Off,
+    /// One line per message: direction and type.
+    Basic,
+    /// The whole message.
+    Verbose,
+    /// The whole message, pretty-printed.
+    Formatted,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
