@@ -623,3 +623,24 @@ fn signalling_toml_help_and_readme_agree_on_keys_and_defaults() {
         assert_eq!(&help[key], default, "--help's default of {key}");
     }
 }
+
+#[test]
+fn readme_migration_tables_name_every_wilbur_and_cirrus_setting() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("\n## Migrating from Wilbur or Cirrus")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Migrating section");
+    let names = legacy::LEGACY
+        .iter()
+        .map(|l| l.name)
+        .chain(all_keys().flat_map(|k| k.aliases.iter().copied()))
+        .chain(["config_file", "no_config", "configFile"]);
+    for name in names {
+        assert!(
+            section.contains(&format!("`--{name}`")) || section.contains(&format!("`{name}`")),
+            "README's migration tables do not mention {name}"
+        );
+    }
+}
