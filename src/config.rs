@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 const EMBEDDED: &str = include_str!("../signalling.toml");
 
 /// Every configuration key, in `signalling.toml` order.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 21] = [
     "bind_address",
     "streamer_port",
     "player_port",
@@ -34,6 +34,7 @@ pub const KEYS: [&str; 20] = [
     "worker_threads",
     "log_level",
     "console_messages",
+    "rest_api",
     "sessions",
     "ice",
 ];
@@ -109,6 +110,8 @@ pub struct Config {
     pub worker_threads: usize,
     pub log_level: LogLevel,
     pub console_messages: ConsoleMessages,
+    /// Wilbur's REST API under `/api` on the player port.
+    pub rest_api: bool,
     /// The HTTP + SSE session API (`[sessions]`).
     pub sessions: SessionsConfig,
     /// STUN/TURN servers for `GET /iceServers` and the `config` message (`[ice]`).
@@ -598,6 +601,7 @@ impl Cli {
             worker_threads: self.worker_threads,
             log_level: self.log_level,
             console_messages: self.console_messages,
+            rest_api: None,
             sessions: Some(SessionsLayer {
                 cors_origins: self.cors_origins.as_deref().map(split_list),
                 idle_timeout: self.session_idle_timeout,
@@ -659,6 +663,7 @@ struct Layer {
     worker_threads: Option<usize>,
     log_level: Option<LogLevel>,
     console_messages: Option<ConsoleMessages>,
+    rest_api: Option<bool>,
     sessions: Option<SessionsLayer>,
     ice: Option<IceLayer>,
 }
@@ -992,6 +997,7 @@ impl Layer {
             worker_threads: top.worker_threads.or(self.worker_threads),
             log_level: top.log_level.or(self.log_level),
             console_messages: top.console_messages.or(self.console_messages),
+            rest_api: top.rest_api.or(self.rest_api),
             sessions: overlay_section(self.sessions, top.sessions, SessionsLayer::overlay),
             ice: overlay_section(self.ice, top.ice, IceLayer::overlay),
         }
@@ -1018,6 +1024,7 @@ impl Layer {
             worker_threads: get(self.worker_threads, "worker_threads")?,
             log_level: get(self.log_level, "log_level")?,
             console_messages: get(self.console_messages, "console_messages")?,
+            rest_api: get(self.rest_api, "rest_api")?,
             sessions: get(self.sessions, "sessions")?.build()?,
             ice: get(self.ice, "ice")?.build()?,
         })

@@ -45,38 +45,8 @@ pub struct Counts {
     pub players: usize,
 }
 
-/// A question the REST API asks the router task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Query {
-    Counts,
-    Streamers,
-    Streamer(String),
-    Players,
-    Player(String),
-}
-
-/// The answer to a [`Query`] of the same name; `None` when no connection has that id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Counts(Counts),
-    Streamers(Vec<StreamerInfo>),
-    Streamer(Option<StreamerInfo>),
-    Players(Vec<PlayerInfo>),
-    Player(Option<PlayerInfo>),
-}
-
 impl Router {
-    /// Answers one REST query from the tables as they are now.
-    pub fn query(&self, query: &Query) -> Answer {
-        match query {
-            Query::Counts => Answer::Counts(self.counts()),
-            Query::Streamers => Answer::Streamers(self.streamers()),
-            Query::Streamer(id) => Answer::Streamer(self.streamer(id)),
-            Query::Players => Answer::Players(self.players()),
-            Query::Player(id) => Answer::Player(self.player(id)),
-        }
-    }
-
+    /// How many streamers and players are connected.
     pub fn counts(&self) -> Counts {
         Counts {
             streamers: self.table.len(),

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use proptest::prelude::*;
 use protocol::Inbound;
 
-use super::snapshot::{Answer, Counts, PlayerInfo, Query, StreamerInfo};
+use super::snapshot::{Counts, PlayerInfo, StreamerInfo};
 use super::{ConnId, Role, Router, RouterConfig};
 
 fn ip(last: u8) -> Option<IpAddr> {
@@ -119,10 +119,7 @@ fn streamers_list_entries_in_connection_order_with_their_subscribers() {
         },
     ];
     assert_eq!(t.router.streamers(), expected);
-    assert_eq!(
-        t.router.query(&Query::Streamer("S2".into())),
-        Answer::Streamer(Some(expected[1].clone()))
-    );
+    assert_eq!(t.router.streamer("S2"), Some(expected[1].clone()));
 }
 
 #[test]
@@ -134,36 +131,27 @@ fn players_list_players_and_sfus_in_connection_order() {
         player(5, "Player2", Role::Player, Some("S2")),
         player(6, "Player3", Role::Player, Some("SFU")),
     ];
-    assert_eq!(t.router.query(&Query::Players), Answer::Players(expected));
-    assert_eq!(
-        t.router.query(&Query::Player("Player2".into())),
-        Answer::Player(Some(player(5, "Player2", Role::Player, Some("S2"))))
-    );
+    assert_eq!(t.router.players(), expected);
+    assert_eq!(t.router.player("Player2"), Some(expected[2].clone()));
 }
 
 #[test]
 fn counts_include_an_sfu_as_both_a_streamer_and_a_player() {
     let t = two_streamers_three_players_one_sfu();
     assert_eq!(
-        t.router.query(&Query::Counts),
-        Answer::Counts(Counts {
+        t.router.counts(),
+        Counts {
             streamers: 3,
             players: 4
-        })
+        }
     );
 }
 
 #[test]
 fn unknown_ids_are_none() {
     let t = two_streamers_three_players_one_sfu();
-    assert_eq!(
-        t.router.query(&Query::Streamer("Nobody".into())),
-        Answer::Streamer(None)
-    );
-    assert_eq!(
-        t.router.query(&Query::Player("Player99".into())),
-        Answer::Player(None)
-    );
+    assert_eq!(t.router.streamer("Nobody"), None);
+    assert_eq!(t.router.player("Player99"), None);
     // A player id is not a streamer id, nor the other way round.
     assert_eq!(t.router.streamer("Player1"), None);
     assert_eq!(t.router.player("S1"), None);
