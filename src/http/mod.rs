@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod rest;
+#[cfg(test)]
+mod rest_tests;
 pub mod upgrade;
 mod write_timeout;
 
