@@ -213,11 +213,12 @@ async fn two_streamers_three_players_one_sfu() -> Fixture {
     f.identify(s2, "S2").await;
     let sfu = f.open(Role::Sfu, "10.0.0.3").await;
     f.identify(sfu, "SFU").await;
-    f.subscribe(sfu, "S1").await;
     let p1 = f.open(Role::Player, "192.0.2.4").await;
     let p2 = f.open(Role::Player, "2001:db8::5").await;
     let p3 = f.open(Role::Player, "::ffff:192.0.2.6").await;
+    // Player1 subscribes before the SFU, which connected first: lists are in connection order.
     f.subscribe(p1, "S1").await;
+    f.subscribe(sfu, "S1").await;
     f.subscribe(p2, "S2").await;
     f.subscribe(p3, "SFU").await;
     f

@@ -66,14 +66,14 @@ fn player(conn: u64, id: &str, role: Role, to: Option<&str>) -> PlayerInfo {
 }
 
 /// Two streamers, an SFU subscribed to the first, three players: one on each streamer, one on
-/// the SFU. Conn ids: s1 = 1, s2 = 2, sfu = 3, players 4, 5, 6.
+/// the SFU. Conn ids: s1 = 1, s2 = 2, sfu = 3, players 4, 5, 6. Subscribe order differs from
+/// connection order: Player1 (conn 4) subscribes to S1 before the SFU (conn 3) does.
 fn two_streamers_three_players_one_sfu() -> Tables {
     let mut t = Tables::new();
     t.streamer("S1");
     t.streamer("S2");
     let sfu = t.open(Role::Sfu);
     t.msg(sfu, r#"{"type":"endpointId","id":"SFU"}"#);
-    t.subscribe(sfu, "S1");
     let (a, b, c) = (
         t.open(Role::Player),
         t.open(Role::Player),
@@ -81,6 +81,7 @@ fn two_streamers_three_players_one_sfu() -> Tables {
     );
     t.subscribe(b, "S2");
     t.subscribe(a, "S1");
+    t.subscribe(sfu, "S1");
     t.subscribe(c, "SFU");
     t
 }
@@ -96,8 +97,8 @@ fn streamers_list_entries_in_connection_order_with_their_subscribers() {
             role: Role::Streamer,
             streaming: true,
             remote: ip(1),
-            // Connection order, not subscribe order: Player1 subscribed after the SFU, and
-            // first-connected comes first either way.
+            // Connection order (Wilbur's registry order), not subscribe order: Player1
+            // subscribed first, the SFU connected first.
             subscribers: vec![
                 sfu_as_player,
                 player(4, "Player1", Role::Player, Some("S1")),
