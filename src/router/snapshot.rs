@@ -4,8 +4,9 @@
 //!
 //! Cost, paid on the router task: a list is one pass over the connections it reports, one
 //! `Vec` sized up front, two short strings per connection (its id and its streamer's id) and a
-//! sort by connection id. 10,000 players are 10,000 `PlayerInfo`s, well under a millisecond of
-//! the task's time; a single id (`/api/players/{id}`) is one hash lookup.
+//! sort by connection id; JSON is written later, off the task. 10,000 players took about 1.1 ms
+//! (release build, 2-core VM under load, best of 50); a single id (`/api/players/{id}`) is one
+//! hash lookup, about 1 µs.
 
 use std::net::IpAddr;
 
