@@ -1,7 +1,7 @@
 //! One task per socket: frame limits, parsing, liveness, and a writer fed by a bounded queue.
 //! It decides nothing about routing; the router task does.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,7 +101,7 @@ where
 {
     let span = info_span!("conn", id = %conn, role = %role, remote = %remote);
     let (sink, stream) = ws.split();
-    serve(sink, stream, conn, role, shared).instrument(span)
+    serve(sink, stream, conn, role, remote.ip(), shared).instrument(span)
 }
 
 async fn serve<S>(
@@ -109,6 +109,7 @@ async fn serve<S>(
     mut stream: SplitStream<WebSocketStream<S>>,
     conn: ConnId,
     role: Role,
+    remote: IpAddr,
     shared: Shared,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -130,7 +131,12 @@ async fn serve<S>(
     };
     if !shared
         .router
-        .send(Event::Opened { conn, role, outbox })
+        .send(Event::Opened {
+            conn,
+            role,
+            remote,
+            outbox,
+        })
         .await
     {
         return;

@@ -3,6 +3,7 @@
 //! (PROTOCOL.md §1.7), and a connection it closes gets its disconnect handling at once.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -118,6 +119,8 @@ pub enum Event {
     Opened {
         conn: ConnId,
         role: Role,
+        /// The client's address, as the listener determined it (reported by the REST API).
+        remote: IpAddr,
         outbox: Outbox,
     },
     /// A parsed message of `bytes` bytes, already taken from the connection's gate.
@@ -129,6 +132,18 @@ pub enum Event {
     Closed {
         conn: ConnId,
     },
+    /// A read of the tables for the REST API (see [`RouterHandle::inspect`]).
+    Inspect(Inspect),
+}
+
+/// A read-only question for the [`Router`], run on the router task; it sends its own answer
+/// on a `oneshot`, which never blocks (if the asker has gone, the answer is dropped).
+pub struct Inspect(Box<dyn FnOnce(&Router) + Send>);
+
+impl std::fmt::Debug for Inspect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inspect")
+    }
 }
 
 /// A cloneable handle to the router task.
@@ -142,6 +157,23 @@ impl RouterHandle {
     /// Sends an event; false once the router task has ended (shutdown).
     pub async fn send(&self, event: Event) -> bool {
         self.tx.send(event).await.is_ok()
+    }
+
+    /// Runs `read` on the router task, after every event sent before it, and returns what it
+    /// returns; `None` once the task has ended (shutdown). `read` sees the tables but cannot
+    /// change them; its cost is paid on the task (the `router::snapshot` functions say theirs).
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Router) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        let ask = Inspect(Box::new(move |router| {
+            let _ = reply.send(read(router));
+        }));
+        if !self.send(Event::Inspect(ask)).await {
+            return None;
+        }
+        answer.await.ok()
     }
 
     /// The signal a connection's queue gives when its senders' lane has room again. Each queue
@@ -287,9 +319,9 @@ async fn run(
             () = shutdown.cancelled() => break,
             event = rx.recv() => match event {
                 None => break,
-                Some(Event::Opened { conn, role, outbox }) => {
+                Some(Event::Opened { conn, role, remote, outbox }) => {
                     outboxes.0.insert(conn, outbox);
-                    router.handle_opened(conn, role);
+                    router.handle_opened_from(conn, role, Some(remote));
                 }
                 Some(Event::Message { conn, message, bytes }) => {
                     router.handle_message(conn, message, now);
@@ -302,6 +334,10 @@ async fn run(
                     outboxes.0.remove(&conn);
                     flow.handle_closed(conn, &mut outboxes);
                     router.handle_closed(conn);
+                }
+                Some(Event::Inspect(Inspect(read))) => {
+                    read(&router);
+                    continue;
                 }
             },
             Some(conn) = room_rx.recv() => flow.handle_room(conn, &mut router, &mut outboxes),

@@ -190,6 +190,16 @@ impl Server {
             ice,
             settings: Arc::new(self.config.sessions.clone()),
         };
+        let rest = self.config.rest_api.then(|| {
+            let settings = crate::http::rest::Settings {
+                streamer_port: Self::addr(&self.streamer).port(),
+                player_port: Self::addr(&self.player).port(),
+                sfu_port: Self::addr(&self.sfu).port(),
+                peer_options: self.config.peer_options.clone(),
+                max_players: self.config.max_players,
+            };
+            crate::http::rest::Rest::new(router.clone(), &settings)
+        });
         let tracker = TaskTracker::new();
         let acceptor = Acceptor {
             shared: Shared {
@@ -210,7 +220,7 @@ impl Server {
             Role::Sfu,
             acceptor.clone(),
         ));
-        tracker.spawn(crate::http::serve(self.player, acceptor.clone(), api));
+        tracker.spawn(crate::http::serve(self.player, acceptor.clone(), api, rest));
         drop(acceptor);
 
         tokio::select! {

@@ -89,7 +89,6 @@ pub(crate) const LEGACY: &[Legacy] = &[
     flag("ssl_cert_path", Wilbur, Quiet),
     // Redirects plain HTTP to HTTPS only when HTTPS is on; Epic's scripts always pass it.
     switch("https_redirect", Wilbur, Quiet),
-    switch("rest_api", Wilbur, Unsupported(NOT_YET)),
     switch("cors", Wilbur, Unsupported(NOT_YET)),
     flag("cors_allowed_origins", Wilbur, Quiet),
     flag("cors_allowed_methods", Wilbur, Quiet),

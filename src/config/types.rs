@@ -183,6 +183,8 @@ keys! {
             "Log signalling messages: off, basic, verbose or formatted (bare: basic)",
         log_config: bool ["BOOL" bare = "true"]
             "Log the effective configuration at start, secrets redacted",
+        rest_api: bool ["BOOL" bare = "true"]
+            "Wilbur's REST API under /api on the player port",
     }
     sections {
         sessions: SessionsConfig = "sessions",

@@ -1,7 +1,11 @@
 //! The player port: an HTTP server that upgrades WebSocket requests on any path to the player
-//! protocol, serves the session API ([`api`]) and answers other requests with 404.
+//! protocol, serves the session API ([`api`]), Wilbur's REST API ([`rest`], when on) and
+//! answers other requests with 404.
 
 pub mod api;
+pub mod rest;
+#[cfg(test)]
+mod rest_tests;
 pub mod upgrade;
 mod write_timeout;
 
@@ -39,8 +43,9 @@ pub struct RemoteAddr(pub SocketAddr);
 
 /// The player port's routes. A WebSocket upgrade is served before any route, so it works on
 /// every path, the API's included, exactly as without the API.
-pub fn app(acceptor: Acceptor, api: api::Api) -> axum::Router {
+pub fn app(acceptor: Acceptor, api: api::Api, rest: Option<rest::Rest>) -> axum::Router {
     api::routes(api)
+        .merge(rest::routes(rest))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             acceptor,
@@ -132,9 +137,14 @@ fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
 }
 
 /// Serves HTTP on the player port until shutdown.
-pub async fn serve(listener: TcpListener, acceptor: Acceptor, api: api::Api) {
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: Acceptor,
+    api: api::Api,
+    rest: Option<rest::Rest>,
+) {
     let write_timeout = api.settings.stream_write_timeout;
-    let app = app(acceptor.clone(), api);
+    let app = app(acceptor.clone(), api, rest);
     loop {
         let accepted = tokio::select! {
             () = acceptor.shared.shutdown.cancelled() => break,

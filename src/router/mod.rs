@@ -8,6 +8,9 @@ pub mod flow;
 mod flow_tests;
 mod forward;
 mod registry;
+pub mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
 mod subscription;
 #[cfg(test)]
 mod tests;
@@ -16,6 +19,7 @@ mod tests_warnings;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use protocol::close::Close;
@@ -145,6 +149,8 @@ struct Entry {
     subscribers: BTreeMap<u64, ConnId>,
     /// How many of `subscribers` are players (for `max_players`).
     player_subscribers: usize,
+    /// The peer's address as given at open (the REST API's `remoteAddress`).
+    remote: Option<IpAddr>,
 }
 
 /// A player-port connection, or an SFU acting as a player.
@@ -155,6 +161,8 @@ struct Subscriber {
     subscribes: subscription::SubscribeBudget,
     /// A server protocol ping is unanswered (PROTOCOL.md §9).
     awaiting_pong: bool,
+    /// The peer's address as given at open (the REST API's `remoteAddress`).
+    remote: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,13 +294,19 @@ impl Router {
         })
     }
 
-    /// A connection was accepted on the port of `role`.
+    /// A connection was accepted on the port of `role`, from an address not known.
     pub fn handle_opened(&mut self, conn: ConnId, role: Role) {
+        self.handle_opened_from(conn, role, None);
+    }
+
+    /// A connection was accepted on the port of `role` from `remote` (the client address as the
+    /// IO layer determined it, kept only to be reported by [`Self::players`] and friends).
+    pub fn handle_opened_from(&mut self, conn: ConnId, role: Role, remote: Option<IpAddr>) {
         if self.conns.contains_key(&conn) {
             warn!(%conn, "connection opened twice; ignored");
             return;
         }
-        let peer = match role {
+        let mut peer = match role {
             Role::Streamer => Peer::Streamer(self.new_entry(conn)),
             Role::Player => {
                 self.open_players += 1;
@@ -303,6 +317,12 @@ impl Router {
                 Peer::Sfu(entry, self.new_subscriber(conn))
             }
         };
+        if let Some(entry) = peer.entry_mut() {
+            entry.remote = remote;
+        }
+        if let Some(sub) = peer.subscriber_mut() {
+            sub.remote = remote;
+        }
         let config = self.config_message_for(&peer);
         self.send_text(conn, config, Charge::Receiver);
         if role == Role::Player && self.config.player_count {

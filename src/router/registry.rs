@@ -30,6 +30,7 @@ impl Router {
             streaming: false,
             subscribers: Default::default(),
             player_subscribers: 0,
+            remote: None,
         }
     }
 
@@ -47,6 +48,7 @@ impl Router {
             state: SubState::Idle,
             subscribes: Default::default(),
             awaiting_pong: false,
+            remote: None,
         }
     }
 

@@ -20,6 +20,7 @@ mod logging;
 mod max_players;
 mod ping;
 mod player_leaving;
+mod rest_api;
 mod routing;
 mod session_limits;
 mod sessions;
