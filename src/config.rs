@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 const EMBEDDED: &str = include_str!("../signalling.toml");
 
 /// Every configuration key, in `signalling.toml` order.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 28] = [
     "bind_address",
     "streamer_port",
     "player_port",
@@ -24,6 +24,14 @@ pub const KEYS: [&str; 20] = [
     "max_players",
     "player_id_style",
     "player_count",
+    "player_count_updates",
+    "max_player_count",
+    "subscribe_at_connect",
+    "use_matchmaker",
+    "matchmaker_address",
+    "matchmaker_port",
+    "matchmaker_retry_interval",
+    "public_ip",
     "keepalive_interval",
     "keepalive_timeout",
     "player_protocol_ping",
@@ -91,6 +99,21 @@ pub struct Config {
     pub max_players: u32,
     pub player_id_style: PlayerIdStyle,
     pub player_count: bool,
+    /// Re-send `playerCount` to every player when the count changes (Cirrus).
+    pub player_count_updates: bool,
+    /// Open players across all streamers beyond which a new one is closed 1013 (Cirrus's
+    /// `MaxPlayerCount`); `None` is unlimited (-1 in the file).
+    pub max_player_count: Option<u32>,
+    /// Subscribe each player to the first streamer at connect (Cirrus UE5.0/5.1).
+    pub subscribe_at_connect: bool,
+    /// Report to Epic's Matchmaker over TCP (Cirrus's `UseMatchmaker`).
+    pub use_matchmaker: bool,
+    pub matchmaker_address: String,
+    pub matchmaker_port: u16,
+    /// Seconds before the first reconnect to the Matchmaker; later ones back off.
+    pub matchmaker_retry_interval: Duration,
+    /// The address the Matchmaker sends players to.
+    pub public_ip: String,
     /// Zero disables WebSocket Pings.
     pub keepalive_interval: Duration,
     /// Zero disables the dead-peer deadline.
@@ -334,14 +357,15 @@ pub struct Cli {
     )]
     pub peer_options_file: Option<PathBuf>,
 
-    /// Most subscribers one streamer may have; 0 is unlimited [default: 0].
+    /// Most subscribers one streamer may have; 0 or -1 is unlimited [default: 0].
     #[arg(
         long = "max_players",
         alias = "max-players",
         value_name = "N",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(-1..=i64::from(u32::MAX))
     )]
-    pub max_players: Option<u32>,
+    pub max_players: Option<i64>,
 
     /// Player ids: "wilbur" (Player0, Player1, …) or "numeric" (1, 2, … for UE 5.0–5.4)
     /// [default: wilbur].
@@ -547,6 +571,30 @@ impl Config {
                 });
             }
         }
+        let rule = |key, problem: &str| ConfigError::Section {
+            key,
+            problem: problem.to_owned(),
+        };
+        if self.player_count_updates && !self.player_count {
+            return Err(rule(
+                "player_count_updates",
+                "needs player_count = true (the updates re-send playerCount)",
+            ));
+        }
+        if self.use_matchmaker && self.matchmaker_address.trim().is_empty() {
+            return Err(rule(
+                "matchmaker_address",
+                "must be set when use_matchmaker is true",
+            ));
+        }
+        if self.matchmaker_retry_interval.is_zero()
+            || self.matchmaker_retry_interval > Duration::from_secs(MAX_SECONDS)
+        {
+            return Err(rule(
+                "matchmaker_retry_interval",
+                &format!("must be greater than 0 and at most {MAX_SECONDS} s"),
+            ));
+        }
         if self.max_message_size < MIN_MAX_MESSAGE_SIZE {
             return Err(ConfigError::MaxMessageSizeTooSmall(self.max_message_size));
         }
@@ -588,6 +636,14 @@ impl Cli {
             max_players: self.max_players,
             player_id_style: self.player_id_style,
             player_count: self.player_count,
+            player_count_updates: None,
+            max_player_count: None,
+            subscribe_at_connect: None,
+            use_matchmaker: None,
+            matchmaker_address: None,
+            matchmaker_port: None,
+            matchmaker_retry_interval: None,
+            public_ip: None,
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
             player_protocol_ping: self.player_protocol_ping,
@@ -642,9 +698,18 @@ struct Layer {
     sfu_port: Option<u16>,
     #[serde(default, deserialize_with = "de_peer_options")]
     peer_options: Option<Map<String, Value>>,
-    max_players: Option<u32>,
+    max_players: Option<i64>,
     player_id_style: Option<PlayerIdStyle>,
     player_count: Option<bool>,
+    player_count_updates: Option<bool>,
+    max_player_count: Option<i64>,
+    subscribe_at_connect: Option<bool>,
+    use_matchmaker: Option<bool>,
+    matchmaker_address: Option<String>,
+    matchmaker_port: Option<u16>,
+    #[serde(default, deserialize_with = "de_seconds")]
+    matchmaker_retry_interval: Option<Duration>,
+    public_ip: Option<String>,
     #[serde(default, deserialize_with = "de_seconds")]
     keepalive_interval: Option<Duration>,
     #[serde(default, deserialize_with = "de_seconds")]
@@ -764,6 +829,22 @@ impl IceLayer {
             credential_lifetime: get(self.credential_lifetime, "ice.credential_lifetime")?,
         })
     }
+}
+
+/// A count where -1 means unlimited (`None`), as Cirrus's `MaxPlayerCount` has it; 0 stays 0.
+fn unlimited_or(value: i64, key: &'static str) -> Result<Option<u32>, ConfigError> {
+    if value == -1 {
+        return Ok(None);
+    }
+    u32::try_from(value)
+        .map(Some)
+        .map_err(|_| ConfigError::Section {
+            key,
+            problem: format!(
+                "is {value}; it must be -1 (unlimited) or from 0 to {}",
+                u32::MAX
+            ),
+        })
 }
 
 fn get<T>(value: Option<T>, key: &'static str) -> Result<T, ConfigError> {
@@ -982,6 +1063,16 @@ impl Layer {
             max_players: top.max_players.or(self.max_players),
             player_id_style: top.player_id_style.or(self.player_id_style),
             player_count: top.player_count.or(self.player_count),
+            player_count_updates: top.player_count_updates.or(self.player_count_updates),
+            max_player_count: top.max_player_count.or(self.max_player_count),
+            subscribe_at_connect: top.subscribe_at_connect.or(self.subscribe_at_connect),
+            use_matchmaker: top.use_matchmaker.or(self.use_matchmaker),
+            matchmaker_address: top.matchmaker_address.or(self.matchmaker_address),
+            matchmaker_port: top.matchmaker_port.or(self.matchmaker_port),
+            matchmaker_retry_interval: top
+                .matchmaker_retry_interval
+                .or(self.matchmaker_retry_interval),
+            public_ip: top.public_ip.or(self.public_ip),
             keepalive_interval: top.keepalive_interval.or(self.keepalive_interval),
             keepalive_timeout: top.keepalive_timeout.or(self.keepalive_timeout),
             player_protocol_ping: top.player_protocol_ping.or(self.player_protocol_ping),
@@ -1005,9 +1096,24 @@ impl Layer {
             player_port: get(self.player_port, "player_port")?,
             sfu_port: get(self.sfu_port, "sfu_port")?,
             peer_options: get(self.peer_options, "peer_options")?,
-            max_players: get(self.max_players, "max_players")?,
+            max_players: unlimited_or(get(self.max_players, "max_players")?, "max_players")?
+                .unwrap_or(0),
             player_id_style: get(self.player_id_style, "player_id_style")?,
             player_count: get(self.player_count, "player_count")?,
+            player_count_updates: get(self.player_count_updates, "player_count_updates")?,
+            max_player_count: unlimited_or(
+                get(self.max_player_count, "max_player_count")?,
+                "max_player_count",
+            )?,
+            subscribe_at_connect: get(self.subscribe_at_connect, "subscribe_at_connect")?,
+            use_matchmaker: get(self.use_matchmaker, "use_matchmaker")?,
+            matchmaker_address: get(self.matchmaker_address, "matchmaker_address")?,
+            matchmaker_port: get(self.matchmaker_port, "matchmaker_port")?,
+            matchmaker_retry_interval: get(
+                self.matchmaker_retry_interval,
+                "matchmaker_retry_interval",
+            )?,
+            public_ip: get(self.public_ip, "public_ip")?,
             keepalive_interval: get(self.keepalive_interval, "keepalive_interval")?,
             keepalive_timeout: get(self.keepalive_timeout, "keepalive_timeout")?,
             player_protocol_ping: get(self.player_protocol_ping, "player_protocol_ping")?,
@@ -1542,7 +1648,7 @@ mod tests {
     #[test]
     fn bad_flags_are_rejected() {
         for args in [
-            &["--max_players", "-1"][..],
+            &["--max_players", "-2"][..],
             &["--player_count", "maybe"],
             &["--keepalive_interval", "-1"],
             &["--keepalive_interval", "soon"],

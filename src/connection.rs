@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::{Config, ConsoleMessages};
 use crate::logging::{WarnLimiter, peer_str, peer_str_bare, peer_text};
 use crate::queue::{self, Lane};
-use crate::router::{ConnId, Role};
+use crate::router::{ConnId, Opening, Role};
 use crate::router_task::{Closing, Event, Frame, Gate, Outbox, RouterHandle, Urgent};
 
 /// How long the server waits for the peer's close frame after sending its own.
@@ -93,6 +93,7 @@ pub fn run<S>(
     ws: WebSocketStream<S>,
     conn: ConnId,
     role: Role,
+    opening: Opening,
     remote: SocketAddr,
     shared: Shared,
 ) -> impl Future<Output = ()> + Send
@@ -101,7 +102,7 @@ where
 {
     let span = info_span!("conn", id = %conn, role = %role, remote = %remote);
     let (sink, stream) = ws.split();
-    serve(sink, stream, conn, role, shared).instrument(span)
+    serve(sink, stream, conn, role, opening, shared).instrument(span)
 }
 
 async fn serve<S>(
@@ -109,6 +110,7 @@ async fn serve<S>(
     mut stream: SplitStream<WebSocketStream<S>>,
     conn: ConnId,
     role: Role,
+    opening: Opening,
     shared: Shared,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -130,7 +132,12 @@ async fn serve<S>(
     };
     if !shared
         .router
-        .send(Event::Opened { conn, role, outbox })
+        .send(Event::Opened {
+            conn,
+            role,
+            outbox,
+            opening,
+        })
         .await
     {
         return;

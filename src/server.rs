@@ -130,6 +130,9 @@ impl Server {
             player_id_style: self.config.player_id_style,
             player_count: self.config.player_count,
             ice: (!ice.is_empty()).then(|| Arc::new(LiveIce(ice.clone())) as Arc<dyn IceSource>),
+            max_player_count: self.config.max_player_count,
+            player_count_updates: self.config.player_count_updates,
+            subscribe_at_connect: self.config.subscribe_at_connect,
         };
         let shutdown = self.shutdown.clone();
         let (router, router_task) = router_task::spawn(
