@@ -12,6 +12,8 @@ mod subscription;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cirrus;
+#[cfg(test)]
 mod tests_warnings;
 
 use std::collections::{BTreeMap, VecDeque};
