@@ -279,6 +279,7 @@ impl Queues for Outboxes {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // The task's parts, each moved in once; a struct would only rename them.
 async fn run(
     mut router: Router,
     mut flow: Flow,
