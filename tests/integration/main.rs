@@ -8,6 +8,7 @@ mod bad_input;
 mod bench;
 mod binary;
 mod browser;
+mod cirrus;
 mod disconnect_player;
 mod epic_client;
 mod fd_limit;
