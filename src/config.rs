@@ -1330,6 +1330,59 @@ mod tests {
     }
 
     #[test]
+    fn cirrus_keys_load_and_minus_one_means_unlimited() {
+        let defaults = Config::default();
+        assert_eq!(defaults.max_player_count, None);
+        assert!(!defaults.player_count_updates && !defaults.subscribe_at_connect);
+        assert!(!defaults.use_matchmaker);
+        assert_eq!(defaults.matchmaker_port, 9999);
+        assert_eq!(defaults.matchmaker_retry_interval, Duration::from_secs(5));
+        assert_eq!(defaults.public_ip, "localhost");
+        let config = Config::from_toml_str(
+            r#"
+            max_players = -1
+            max_player_count = 0
+            player_count_updates = true
+            subscribe_at_connect = true
+            use_matchmaker = true
+            matchmaker_address = "mm.example"
+            matchmaker_port = 9000
+            matchmaker_retry_interval = 0.5
+            public_ip = "203.0.113.7"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(config.max_players, 0);
+        assert_eq!(config.max_player_count, Some(0));
+        assert!(config.player_count_updates && config.subscribe_at_connect);
+        assert!(config.use_matchmaker);
+        assert_eq!(config.matchmaker_address, "mm.example");
+        assert_eq!(config.matchmaker_port, 9000);
+        assert_eq!(config.matchmaker_retry_interval, Duration::from_millis(500));
+        assert_eq!(config.public_ip, "203.0.113.7");
+        let cli = Cli::try_parse_from(["signalling", "--max_players", "-1"]).expect("-1");
+        assert_eq!(Config::load(&cli).expect("loads").max_players, 0);
+    }
+
+    #[test]
+    fn cirrus_keys_are_validated_naming_the_key() {
+        for (text, key) in [
+            ("max_player_count = -2", "max_player_count"),
+            ("max_players = -2", "max_players"),
+            ("max_player_count = 4294967296", "max_player_count"),
+            (
+                "player_count = false\nplayer_count_updates = true",
+                "player_count_updates",
+            ),
+            ("use_matchmaker = true", "matchmaker_address"),
+            ("matchmaker_retry_interval = 0", "matchmaker_retry_interval"),
+        ] {
+            let error = Config::from_toml_str(text).expect_err(text).to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn config_file_overrides_defaults_and_flags_override_file() {
         let path = write_temp(
             "layers.toml",
