@@ -194,7 +194,7 @@ pub(crate) async fn run(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(MAX_RETRY.max(retry));
+        delay = delay.saturating_mul(2).min(MAX_RETRY.max(retry));
     }
 }
 
