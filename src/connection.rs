@@ -1,7 +1,7 @@
 //! One task per socket: frame limits, parsing, liveness, and a writer fed by a bounded queue.
 //! It decides nothing about routing; the router task does.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::{Config, ConsoleMessages};
 use crate::logging::{WarnLimiter, peer_str, peer_str_bare, peer_text};
 use crate::queue::{self, Lane};
-use crate::router::{ConnId, Role};
+use crate::router::{ConnId, Opening, Role};
 use crate::router_task::{Closing, Event, Frame, Gate, Outbox, RouterHandle, Urgent};
 
 /// How long the server waits for the peer's close frame after sending its own.
@@ -93,6 +93,7 @@ pub fn run<S>(
     ws: WebSocketStream<S>,
     conn: ConnId,
     role: Role,
+    opening: Opening,
     remote: SocketAddr,
     shared: Shared,
 ) -> impl Future<Output = ()> + Send
@@ -101,7 +102,11 @@ where
 {
     let span = info_span!("conn", id = %conn, role = %role, remote = %remote);
     let (sink, stream) = ws.split();
-    serve(sink, stream, conn, role, remote.ip(), shared).instrument(span)
+    let opening = Opening {
+        remote: Some(remote.ip()),
+        ..opening
+    };
+    serve(sink, stream, conn, role, opening, shared).instrument(span)
 }
 
 async fn serve<S>(
@@ -109,7 +114,7 @@ async fn serve<S>(
     mut stream: SplitStream<WebSocketStream<S>>,
     conn: ConnId,
     role: Role,
-    remote: IpAddr,
+    opening: Opening,
     shared: Shared,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -134,8 +139,8 @@ async fn serve<S>(
         .send(Event::Opened {
             conn,
             role,
-            remote,
             outbox,
+            opening,
         })
         .await
     {

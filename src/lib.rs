@@ -21,6 +21,7 @@ pub mod http;
 pub mod ice;
 pub mod listener;
 pub mod logging;
+pub(crate) mod matchmaker;
 pub mod queue;
 pub mod reframe;
 pub mod router;

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use crate::connection::{self, Shared};
 use crate::reframe::Reframe;
-use crate::router::{ConnId, Role};
+use crate::router::{ConnId, Opening, Role};
 
 /// An upgrade not completed within this time is dropped (PROTOCOL.md §1.2).
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,5 +97,5 @@ async fn handshake(stream: TcpStream, remote: SocketAddr, role: Role, acceptor: 
         },
     };
     let conn = acceptor.next_conn_id();
-    connection::run(ws, conn, role, remote, acceptor.shared).await;
+    connection::run(ws, conn, role, Opening::default(), remote, acceptor.shared).await;
 }

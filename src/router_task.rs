@@ -3,14 +3,13 @@
 //! (PROTOCOL.md §1.7), and a connection it closes gets its disconnect handling at once.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::Inbound;
 use protocol::close::Close;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -19,7 +18,7 @@ use tracing::debug;
 
 use crate::queue::{self, Lane, TrySendError};
 use crate::router::flow::{Flow, Queues, Refused};
-use crate::router::{ConnId, HashMap, Role, Router, RouterConfig};
+use crate::router::{ConnId, Counts, HashMap, Opening, Role, Router, RouterConfig};
 
 /// A close frame to send: the one representation of a close, queued or urgent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +118,10 @@ pub enum Event {
     Opened {
         conn: ConnId,
         role: Role,
-        /// The client's address, as the listener determined it (reported by the REST API).
-        remote: IpAddr,
         outbox: Outbox,
+        /// What the connection's URL asked for (players only), and the client's address as the
+        /// listener determined it (reported by the REST API).
+        opening: Opening,
     },
     /// A parsed message of `bytes` bytes, already taken from the connection's gate.
     Message {
@@ -189,6 +189,10 @@ impl RouterHandle {
 /// How many events may wait for the router before readers are slowed down.
 const EVENT_QUEUE: usize = 16 * 1024;
 
+/// The most often `playerCount` updates go out (`player_count_updates`): each player gets at
+/// most one per period, however many players joined or left in it.
+pub const PLAYER_COUNT_PERIOD: Duration = Duration::from_secs(1);
+
 /// Starts the router task. It ends on `shutdown` or when every handle is dropped.
 pub fn spawn(
     config: RouterConfig,
@@ -196,6 +200,21 @@ pub fn spawn(
     overflow_timeout: Duration,
     shutdown: CancellationToken,
 ) -> (RouterHandle, JoinHandle<()>) {
+    let (handle, task, _counts) =
+        spawn_with_counts(config, protocol_ping, overflow_timeout, shutdown);
+    (handle, task)
+}
+
+/// [`spawn`], with a watch of how many streamers and players are connected, published after
+/// each event that changes them (for the matchmaker client). Publishing costs the router one
+/// comparison per event; a reader never holds the router up (it reads the latest value).
+pub fn spawn_with_counts(
+    config: RouterConfig,
+    protocol_ping: Duration,
+    overflow_timeout: Duration,
+    shutdown: CancellationToken,
+) -> (RouterHandle, JoinHandle<()>, watch::Receiver<Counts>) {
+    let (counts_tx, counts_rx) = watch::channel(Counts::default());
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let (room, room_rx) = mpsc::unbounded_channel();
     let timeout_ms = u64::try_from(overflow_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -207,8 +226,9 @@ pub fn spawn(
         protocol_ping,
         overflow_timeout,
         shutdown,
+        counts_tx,
     ));
-    (RouterHandle { tx, room }, task)
+    (RouterHandle { tx, room }, task, counts_rx)
 }
 
 /// Every open connection's outbox: the [`Queues`] the overflow policy works on.
@@ -289,6 +309,7 @@ impl Queues for Outboxes {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // The task's parts, each moved in once; a struct would only rename them.
 async fn run(
     mut router: Router,
     mut flow: Flow,
@@ -297,8 +318,13 @@ async fn run(
     protocol_ping: Duration,
     overflow_timeout: Duration,
     shutdown: CancellationToken,
+    counts: watch::Sender<Counts>,
 ) {
     let mut outboxes = Outboxes::default();
+    let mut published = Counts::default();
+    let mut count_ticker =
+        tokio::time::interval_at(Instant::now() + PLAYER_COUNT_PERIOD, PLAYER_COUNT_PERIOD);
+    count_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = Instant::now();
     let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let ping_enabled = !protocol_ping.is_zero();
@@ -317,17 +343,20 @@ async fn run(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            // Ahead of the events, so a steady stream of them cannot starve the updates.
+            _ = count_ticker.tick(), if router.player_count_due() => router.handle_player_count_tick(),
             event = rx.recv() => match event {
                 None => break,
-                Some(Event::Opened { conn, role, remote, outbox }) => {
+                Some(Event::Opened { conn, role, outbox, opening }) => {
                     outboxes.0.insert(conn, outbox);
-                    router.handle_opened_from(conn, role, Some(remote));
+                    router.handle_opened_with(conn, role, opening);
                 }
                 Some(Event::Message { conn, message, bytes }) => {
                     router.handle_message(conn, message, now);
                     flow.dispatch(&mut router, &mut outboxes, &now);
                     // Paid back after what it caused is charged, so the gate does not flicker.
                     outboxes.charge(conn, bytes, false);
+                    publish(&router, &mut published, &counts);
                     continue;
                 }
                 Some(Event::Closed { conn }) => {
@@ -347,8 +376,18 @@ async fn run(
             }
         }
         flow.dispatch(&mut router, &mut outboxes, &now);
+        publish(&router, &mut published, &counts);
     }
     debug!("router task ended");
+}
+
+/// Publishes the router's counts if they changed since the last time.
+fn publish(router: &Router, published: &mut Counts, counts: &watch::Sender<Counts>) {
+    let current = router.counts();
+    if current != *published {
+        *published = current;
+        counts.send_replace(current);
+    }
 }
 
 fn wall_ms() -> u64 {

@@ -22,6 +22,7 @@ use crate::connection::{ConnectionSettings, Shared};
 use crate::http::api::Api;
 use crate::ice::{Ice, LiveIce};
 use crate::listener::{self, Acceptor};
+use crate::matchmaker::{self, MatchmakerSettings};
 use crate::router::{IceSource, Role, RouterConfig};
 use crate::router_task;
 use crate::sessions::{self, Limits};
@@ -162,9 +163,12 @@ impl Server {
             player_id_style: self.config.player_id_style,
             player_count: self.config.player_count,
             ice: (!ice.is_empty()).then(|| Arc::new(LiveIce(ice.clone())) as Arc<dyn IceSource>),
+            max_player_count: self.config.max_player_count,
+            player_count_updates: self.config.player_count_updates,
+            subscribe_at_connect: self.config.subscribe_at_connect,
         };
         let shutdown = self.shutdown.clone();
-        let (router, router_task) = router_task::spawn(
+        let (router, router_task, counts) = router_task::spawn_with_counts(
             router_config,
             self.config.player_protocol_ping,
             self.config.overflow_timeout,
@@ -220,6 +224,21 @@ impl Server {
             Role::Sfu,
             acceptor.clone(),
         ));
+        if self.config.use_matchmaker {
+            let settings = MatchmakerSettings {
+                address: self.config.matchmaker_address.clone(),
+                port: self.config.matchmaker_port,
+                retry_interval: self.config.matchmaker_retry_interval,
+                public_ip: self.config.public_ip.clone(),
+                // The bound port (the configured one, unless that was 0). No TLS on it yet.
+                player_port: Self::addr(&self.player).port(),
+                https: false,
+                keepalive: matchmaker::KEEPALIVE,
+            };
+            tracker.spawn(matchmaker::run(settings, counts, shutdown.clone()));
+        } else {
+            drop(counts);
+        }
         tracker.spawn(crate::http::serve(self.player, acceptor.clone(), api, rest));
         drop(acceptor);
 

@@ -48,6 +48,13 @@ pub const NO_STREAMER: Close = Close {
     code: 1013,
     reason: "no streamer connected",
 };
+/// Cirrus UE5.0/5.1 (`subscribe_at_connect`): a player connected while no streamer was.
+pub const STREAMER_NOT_CONNECTED: Close = Close {
+    code: 1013,
+    reason: "Streamer is not connected",
+};
+/// 1013 "try again later": Cirrus's `MaxPlayerCount` refusal, whose reason carries the counts.
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// The longest close reason a WebSocket close frame can carry, in bytes.
 pub const MAX_REASON_BYTES: usize = 123;

@@ -37,6 +37,10 @@ pub enum ServerMessage<'a> {
         data_channel: bool,
         sfu: bool,
         player_id: &'a str,
+        /// Cirrus (UE5.2–5.4): `false` when the player asked to make the offer itself
+        /// (`?OfferToReceive` on its URL). Absent otherwise, as in Wilbur.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        send_offer: Option<bool>,
     },
     /// To a streamer or SFU: a subscriber left.
     PlayerDisconnected { player_id: &'a str },
@@ -109,8 +113,18 @@ mod tests {
                     data_channel: true,
                     sfu: false,
                     player_id: "Player0",
+                    send_offer: None,
                 },
                 r#"{"type":"playerConnected","dataChannel":true,"sfu":false,"playerId":"Player0"}"#,
+            ),
+            (
+                ServerMessage::PlayerConnected {
+                    data_channel: true,
+                    sfu: false,
+                    player_id: "Player0",
+                    send_offer: Some(false),
+                },
+                r#"{"type":"playerConnected","dataChannel":true,"sfu":false,"playerId":"Player0","sendOffer":false}"#,
             ),
             (
                 ServerMessage::PlayerDisconnected {

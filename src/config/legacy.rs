@@ -13,8 +13,6 @@ pub(crate) enum Origin {
     Wilbur,
     /// Cirrus, UE4.27 to UE5.4.
     Cirrus,
-    /// Passed by Epic's platform scripts, though the server never declared it.
-    Scripts,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +66,7 @@ const fn switch(name: &'static str, origin: Origin, effect: Effect) -> Legacy {
 
 #[allow(unused_imports, reason = "used as keys are added")]
 use Effect::{Convert, Key, Quiet, ReadFile, Refuse, Unsupported};
-use Origin::{Cirrus, Scripts, Wilbur};
+use Origin::{Cirrus, Wilbur};
 
 const TLS: &str =
     "TLS is not built in yet; terminate TLS in a reverse proxy in front of this server";
@@ -133,17 +131,6 @@ pub(crate) const LEGACY: &[Legacy] = &[
             "keepalive_interval and keepalive_timeout (WebSocket Pings, seconds) cover every peer here",
         ),
     ),
-    // Epic's start.sh passes --public_ip, which Wilbur never read.
-    flag(
-        "public_ip",
-        Scripts,
-        Unsupported("Wilbur ignores it too; only the matchmaker client reports a public address"),
-    ),
-    flag(
-        "publicIp",
-        Scripts,
-        Unsupported("Wilbur ignores it too; only the matchmaker client reports a public address"),
-    ),
     // Cirrus (cirrus.js and its config.json, UE4.27 to UE5.4).
     switch("UseHTTPS", Cirrus, Unsupported(TLS)),
     flag("HttpsPort", Cirrus, Quiet),
@@ -151,7 +138,6 @@ pub(crate) const LEGACY: &[Legacy] = &[
     flag("HTTPSKeyFile", Cirrus, Quiet),
     // Only Cirrus's client side of the frontend used it.
     switch("DisableSSLCert", Cirrus, Quiet),
-    flag("MaxPlayerCount", Cirrus, Unsupported(NOT_YET)),
     switch("EnableWebserver", Cirrus, Unsupported(NOT_YET)),
     flag("HomepageFile", Cirrus, Quiet),
     flag("AdditionalRoutes", Cirrus, Unsupported(NOT_YET)),
@@ -161,11 +147,6 @@ pub(crate) const LEGACY: &[Legacy] = &[
         Cirrus,
         Convert("console_messages", log_verbose),
     ),
-    switch("UseMatchmaker", Cirrus, Unsupported(NOT_YET)),
-    flag("MatchmakerAddress", Cirrus, Quiet),
-    flag("MatchmakerPort", Cirrus, Quiet),
-    flag("MatchmakerRetryInterval", Cirrus, Quiet),
-    flag("PublicIp", Cirrus, Quiet),
     switch(
         "UseFrontend",
         Cirrus,
@@ -206,7 +187,6 @@ impl std::fmt::Display for Origin {
         f.write_str(match self {
             Self::Wilbur => "Wilbur",
             Self::Cirrus => "Cirrus",
-            Self::Scripts => "Epic's scripts",
         })
     }
 }

@@ -385,6 +385,51 @@ fn rules_between_keys() {
 }
 
 #[test]
+fn cirrus_keys() {
+    let c = config(&[
+        "--MaxPlayerCount=5",
+        "--UseMatchmaker",
+        "--MatchmakerAddress",
+        "mm.example",
+        "--MatchmakerPort=9000",
+        "--MatchmakerRetryInterval",
+        "0.5",
+        "--PublicIp",
+        "203.0.113.7",
+        "--player_count_updates",
+        "--subscribe_at_connect",
+    ]);
+    assert_eq!(c.max_player_count, Some(5));
+    assert!(c.use_matchmaker && c.player_count_updates && c.subscribe_at_connect);
+    assert_eq!(
+        (c.matchmaker_address.as_str(), c.matchmaker_port),
+        ("mm.example", 9000)
+    );
+    assert_eq!(c.matchmaker_retry_interval, Duration::from_millis(500));
+    assert_eq!(c.public_ip, "203.0.113.7");
+    assert_eq!(config(&["--max_player_count", "-1"]).max_player_count, None);
+    assert_eq!(
+        config(&["--max_player_count", "0"]).max_player_count,
+        Some(0)
+    );
+    assert_eq!(Config::default().max_player_count, None);
+    assert!(config_error(&["--max_player_count", "-2"]).contains("`max_player_count`"));
+    assert!(config_error(&["--use_matchmaker"]).contains("`matchmaker_address`"));
+    assert!(
+        config_error(&["--player_count", "false", "--player_count_updates"])
+            .contains("`player_count_updates`")
+    );
+    assert!(
+        config_error(&["--matchmaker_retry_interval", "0"]).contains("`matchmaker_retry_interval`")
+    );
+    assert!(
+        Config::default()
+            .describe()
+            .contains(&"max_player_count = -1".to_owned())
+    );
+}
+
+#[test]
 fn refused_settings_stop_start_up() {
     let e = config_error(&["--player_token", "abc"]);
     assert!(e.contains("--player_token") && e.contains("without"), "{e}");
@@ -518,10 +563,10 @@ fn settings_without_effect_warn_once_and_only_when_they_ask_for_something() {
         warnings(&["--https_redirect", "--HttpsPort", "443"]),
         Vec::<String>::new()
     );
-    let w = warnings(&["--stdin", "--public_ip=1.2.3.4", "--stdin"]);
+    let w = warnings(&["--stdin", "--save", "--stdin"]);
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(
-        w.iter().any(|w| w.contains("--stdin")) && w.iter().any(|w| w.contains("--public_ip")),
+        w.iter().any(|w| w.contains("--stdin")) && w.iter().any(|w| w.contains("--save")),
         "{w:?}"
     );
     assert_eq!(warnings(&["--stdin", "false"]), Vec::<String>::new());

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::values::{de_peer_options, de_seconds, de_unlimited, ser_seconds};
+use super::values::{
+    de_optional_limit, de_peer_options, de_seconds, de_unlimited, ser_optional_limit, ser_seconds,
+};
 
 /// How a key's value is written in flags and in JSON files, where every value may arrive as a
 /// string (`--max_players 4`, Wilbur's `"player_port": "80"`): it decides how such a string is
@@ -41,7 +43,7 @@ macro_rules! has_kind {
     ($kind:ident: $($ty:ty),*) => { $(impl HasKind for $ty { const KIND: Kind = Kind::$kind; })* };
 }
 has_kind!(Bool: bool);
-has_kind!(Int: u16, u32, u64, usize);
+has_kind!(Int: u16, u32, u64, usize, Option<u32>);
 has_kind!(Seconds: Duration);
 has_kind!(Text: String, IpAddr, PlayerIdStyle, LogLevel, ConsoleMessages, LogFormat);
 has_kind!(List: Vec<String>);
@@ -153,10 +155,17 @@ keys! {
         #[serde(deserialize_with = "de_unlimited")]
         max_players: u32 ["N"]
             "Most subscribers one streamer may have; 0 (or -1) is unlimited",
+        #[serde(deserialize_with = "de_optional_limit", serialize_with = "ser_optional_limit")]
+        max_player_count: Option<u32> ["N" alias = "MaxPlayerCount"]
+            "Players connected at once across all streamers (Cirrus); -1 is unlimited, 0 refuses all",
         player_id_style: PlayerIdStyle ["STYLE"]
             "Player ids: \"wilbur\" (Player0, …) or \"numeric\" (1, … for UE 5.0-5.4)",
         player_count: bool ["BOOL" bare = "true"]
             "Send each player a playerCount message after config",
+        player_count_updates: bool ["BOOL" bare = "true"]
+            "Re-send playerCount to every player when the count changes (Cirrus), at most 1/s",
+        subscribe_at_connect: bool ["BOOL" bare = "true"]
+            "Subscribe each player to the first streamer at connect (Cirrus UE5.0/5.1 pages)",
         #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
         keepalive_interval: Duration ["SECONDS"]
             "Seconds between WebSocket Pings; 0 sends none",
@@ -185,6 +194,17 @@ keys! {
             "Log the effective configuration at start, secrets redacted",
         rest_api: bool ["BOOL" bare = "true"]
             "Wilbur's REST API under /api on the player port",
+        use_matchmaker: bool ["BOOL" bare = "true" alias = "UseMatchmaker"]
+            "Report to Epic's Matchmaker over TCP (Cirrus)",
+        matchmaker_address: String ["HOST" alias = "MatchmakerAddress"]
+            "The Matchmaker's address; required with use_matchmaker",
+        matchmaker_port: u16 ["PORT" alias = "MatchmakerPort"]
+            "The Matchmaker's port",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        matchmaker_retry_interval: Duration ["SECONDS" alias = "MatchmakerRetryInterval"]
+            "Seconds before reconnecting to the Matchmaker; doubles up to 30",
+        public_ip: String ["ADDRESS" alias = "PublicIp" alias = "publicIp"]
+            "The address the Matchmaker sends players to",
     }
     sections {
         sessions: SessionsConfig = "sessions",

@@ -122,6 +122,25 @@ pub(crate) fn validate(config: &Config) -> Result<(), Invalid> {
         MAX_WORKER_THREADS,
         "",
     )?;
+    if config.player_count_updates && !config.player_count {
+        return fail(
+            "player_count_updates",
+            "needs player_count = true (the updates re-send playerCount)",
+        );
+    }
+    if config.use_matchmaker && config.matchmaker_address.trim().is_empty() {
+        return fail(
+            "matchmaker_address",
+            "must be set when use_matchmaker is true",
+        );
+    }
+    if config.matchmaker_retry_interval.is_zero() {
+        return fail("matchmaker_retry_interval", "must be greater than 0");
+    }
+    at_most_a_day(
+        "matchmaker_retry_interval",
+        config.matchmaker_retry_interval,
+    )?;
     sessions(&config.sessions)?;
     ice(&config.ice)?;
     // peer_options needs no check here: its type is a JSON object, and every way in rejects

@@ -96,6 +96,28 @@ pub(crate) fn de_unlimited<'de, D: Deserializer<'de>>(deserializer: D) -> Result
     }
 }
 
+/// A limit where -1 means none (`None`), as Cirrus's `MaxPlayerCount` has it; 0 stays 0.
+pub(crate) fn de_optional_limit<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    match i64::deserialize(deserializer)? {
+        -1 => Ok(None),
+        n => u32::try_from(n).map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "{n} is out of range: give -1 (unlimited) or 0 to {}",
+                u32::MAX
+            ))
+        }),
+    }
+}
+
+pub(crate) fn ser_optional_limit<S: Serializer>(
+    value: &Option<u32>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_i64(value.map_or(-1, i64::from))
+}
+
 /// A duration: a non-negative integer or decimal number of seconds.
 pub(crate) fn de_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     struct Seconds;

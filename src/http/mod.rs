@@ -100,6 +100,7 @@ fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
         .extensions()
         .get::<RemoteAddr>()
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.0);
+    let opening = upgrade::opening(request.uri().query());
     let on_upgrade = hyper::upgrade::on(&mut request);
     let config = acceptor.shared.settings.websocket_config();
     let tracker = acceptor.tracker.clone();
@@ -121,7 +122,7 @@ fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
         )
         .await;
         let conn = acceptor.next_conn_id();
-        connection::run(ws, conn, Role::Player, remote, acceptor.shared).await;
+        connection::run(ws, conn, Role::Player, opening, remote, acceptor.shared).await;
     });
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -198,7 +199,11 @@ async fn serve_socket(
         }
     };
     match head_kind {
-        upgrade::Head::Upgrade { response, head_len } => {
+        upgrade::Head::Upgrade {
+            response,
+            head_len,
+            opening,
+        } => {
             if let Err(e) = stream.write_all(response.as_bytes()).await {
                 debug!(%remote, "player upgrade failed: {e}");
                 return;
@@ -213,7 +218,7 @@ async fn serve_socket(
             )
             .await;
             let conn = acceptor.next_conn_id();
-            connection::run(ws, conn, Role::Player, remote, acceptor.shared).await;
+            connection::run(ws, conn, Role::Player, opening, remote, acceptor.shared).await;
         }
         upgrade::Head::Reject(reason) => {
             debug!(%remote, "refused upgrade: {}", reason.trim_end());

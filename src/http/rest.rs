@@ -183,7 +183,7 @@ fn type_name(role: Role) -> &'static str {
 
 /// `GET /api/status`.
 async fn status(State(rest): State<Rest>) -> Response {
-    let counts = match rest.read(Router::counts).await {
+    let counts = match rest.read(Router::api_counts).await {
         Ok(counts) => counts,
         Err(response) => return response,
     };

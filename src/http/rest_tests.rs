@@ -24,7 +24,7 @@ use crate::connection::{ConnectionSettings, Shared};
 use crate::ice::Ice;
 use crate::listener::Acceptor;
 use crate::queue::{self, Limits};
-use crate::router::{ConnId, Role, RouterConfig};
+use crate::router::{ConnId, Opening, Role, RouterConfig};
 use crate::router_task::{self, Event, Frame, Gate, Outbox, RouterHandle, Urgent};
 use crate::sessions;
 
@@ -78,8 +78,11 @@ impl Fixture {
                 .send(Event::Opened {
                     conn,
                     role,
-                    remote,
-                    outbox
+                    outbox,
+                    opening: Opening {
+                        remote: Some(remote),
+                        ..Opening::default()
+                    },
                 })
                 .await
         );

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::listener::first_subprotocol;
+use crate::router::Opening;
 
 /// The most header bytes read before the request is left to hyper, which has its own limits.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -21,8 +22,13 @@ const MAX_HEADERS: usize = 32;
 /// What a complete request head asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Head {
-    /// A valid WebSocket upgrade: the response to send, and where the head ends.
-    Upgrade { response: String, head_len: usize },
+    /// A valid WebSocket upgrade: the response to send, where the head ends, and what the
+    /// request's query asked for.
+    Upgrade {
+        response: String,
+        head_len: usize,
+        opening: Opening,
+    },
     /// An upgrade that cannot be accepted: a 400 with this reason.
     Reject(&'static str),
     /// Anything else, including what does not parse: hyper answers it.
@@ -75,7 +81,27 @@ pub fn classify(buf: &[u8]) -> Option<Head> {
         response.push_str("\r\n");
     }
     response.push_str("\r\n");
-    Some(Head::Upgrade { response, head_len })
+    let query = request.path.and_then(|p| p.split_once('?')).map(|(_, q)| q);
+    Some(Head::Upgrade {
+        response,
+        head_len,
+        opening: opening(query),
+    })
+}
+
+/// What a player's WebSocket URL query asks for. Cirrus (UE5.2–5.4) read `OfferToReceive`
+/// with `URLSearchParams`: present with any first value but `false` (`?OfferToReceive`,
+/// `=true`, `=1`) means the browser makes the offer.
+pub fn opening(query: Option<&str>) -> Opening {
+    let offer_to_receive = query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(key, _)| key == "OfferToReceive")
+            .is_some_and(|(_, value)| value != "false")
+    });
+    Opening {
+        offer_to_receive,
+        remote: None,
+    }
 }
 
 /// A 400 for a refused upgrade, closing the connection.
@@ -181,7 +207,42 @@ mod tests {
 
     fn upgrade_response(head: &str) -> (String, usize) {
         match classify(head.as_bytes()) {
-            Some(Head::Upgrade { response, head_len }) => (response, head_len),
+            Some(Head::Upgrade {
+                response, head_len, ..
+            }) => (response, head_len),
+            other => panic!("expected an upgrade, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn offer_to_receive_is_read_as_cirrus_read_it() {
+        for (query, expected) in [
+            (None, false),
+            (Some(""), false),
+            (Some("x=1"), false),
+            (Some("OfferToReceive=true"), true),
+            (Some("OfferToReceive"), true),
+            (Some("OfferToReceive="), true),
+            (Some("a=b&OfferToReceive=1"), true),
+            (Some("OfferToReceive=false"), false),
+            (Some("OfferToReceive=false&OfferToReceive=true"), false),
+            (Some("Offer%54oReceive=true"), true),
+            (Some("offertoreceive=true"), false),
+        ] {
+            assert_eq!(opening(query).offer_to_receive, expected, "query {query:?}");
+        }
+    }
+
+    #[test]
+    fn the_upgrade_carries_the_query_of_its_request_target() {
+        let head = "GET /?OfferToReceive=true HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        match classify(head.as_bytes()) {
+            Some(Head::Upgrade { opening, .. }) => assert!(opening.offer_to_receive),
+            other => panic!("expected an upgrade, got {other:?}"),
+        }
+        let plain = format!("{UPGRADE}\r\n");
+        match classify(plain.as_bytes()) {
+            Some(Head::Upgrade { opening, .. }) => assert!(!opening.offer_to_receive),
             other => panic!("expected an upgrade, got {other:?}"),
         }
     }

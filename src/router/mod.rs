@@ -15,6 +15,8 @@ mod subscription;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cirrus;
+#[cfg(test)]
 mod tests_warnings;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -22,7 +24,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use protocol::close::Close;
+use protocol::close::{self, Close};
 use protocol::{Inbound, PROTOCOL_VERSION, ServerMessage};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -124,6 +126,15 @@ pub struct RouterConfig {
     /// When set, each `config` message carries this source's entry appended to
     /// `peerConnectionOptions.iceServers`; when not, every peer gets the same `config`.
     pub ice: Option<Arc<dyn IceSource>>,
+    /// Cirrus's `MaxPlayerCount`: open player connections, across all streamers, beyond which a
+    /// new player is closed 1013 at connect. `None` is unlimited (Cirrus's -1).
+    pub max_player_count: Option<u32>,
+    /// Cirrus's `sendPlayersCount`: `playerCount` is re-sent to every player when the count
+    /// changes, at most once per [`Router::handle_player_count_tick`] (only with `player_count`).
+    pub player_count_updates: bool,
+    /// Cirrus UE5.0/5.1: a player is subscribed to the first streamer at connect (its page never
+    /// subscribes), and closed 1013 when no streamer is connected.
+    pub subscribe_at_connect: bool,
 }
 
 impl Default for RouterConfig {
@@ -136,8 +147,29 @@ impl Default for RouterConfig {
             player_id_style: PlayerIdStyle::Wilbur,
             player_count: true,
             ice: None,
+            max_player_count: None,
+            player_count_updates: false,
+            subscribe_at_connect: false,
         }
     }
+}
+
+/// What a connection's URL asked for at the upgrade (Cirrus's query parameters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Opening {
+    /// `?OfferToReceive` (any value but `false`): the browser makes the offer.
+    pub offer_to_receive: bool,
+    /// The client's address as the IO layer determined it (the REST API's `remoteAddress`).
+    pub remote: Option<IpAddr>,
+}
+
+/// How many peers are connected, as the matchmaker client reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Open streamer-port connections (SFUs are not counted).
+    pub streamers: usize,
+    /// Open player-port connections.
+    pub players: usize,
 }
 
 /// A row of the streamer table: a streamer-port or SFU-port connection.
@@ -163,6 +195,11 @@ struct Subscriber {
     awaiting_pong: bool,
     /// The peer's address as given at open (the REST API's `remoteAddress`).
     remote: Option<IpAddr>,
+    /// It asked to make the offer itself (`?OfferToReceive`): its `playerConnected` says
+    /// `sendOffer: false`.
+    browser_offers: bool,
+    /// The last `playerCount` it was sent, so a flush skips players that have the current one.
+    count_sent: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +267,10 @@ pub struct Router {
     next_player: u64,
     next_seq: u64,
     open_players: usize,
+    /// Open streamer-port connections (for the matchmaker's `ready`).
+    open_streamers: usize,
+    /// The player count changed since the last `playerCount` flush.
+    player_count_dirty: bool,
     outputs: VecDeque<Output>,
     /// `streamerList` for players (index 0) and for SFUs (1), built on first request after a
     /// change of the table.
@@ -263,6 +304,8 @@ impl Router {
             next_player: 0,
             next_seq: 0,
             open_players: 0,
+            open_streamers: 0,
+            player_count_dirty: false,
             outputs: VecDeque::new(),
             lists: Default::default(),
             warnings: HashMap::default(),
@@ -296,21 +339,44 @@ impl Router {
 
     /// A connection was accepted on the port of `role`, from an address not known.
     pub fn handle_opened(&mut self, conn: ConnId, role: Role) {
-        self.handle_opened_from(conn, role, None);
+        self.handle_opened_with(conn, role, Opening::default());
     }
 
     /// A connection was accepted on the port of `role` from `remote` (the client address as the
     /// IO layer determined it, kept only to be reported by [`Self::players`] and friends).
     pub fn handle_opened_from(&mut self, conn: ConnId, role: Role, remote: Option<IpAddr>) {
+        self.handle_opened_with(
+            conn,
+            role,
+            Opening {
+                remote,
+                ..Opening::default()
+            },
+        );
+    }
+
+    /// A connection was accepted on the port of `role`, with what its URL asked for and the
+    /// client's address.
+    pub fn handle_opened_with(&mut self, conn: ConnId, role: Role, opening: Opening) {
         if self.conns.contains_key(&conn) {
             warn!(%conn, "connection opened twice; ignored");
             return;
         }
+        if role == Role::Player && !self.admit_player(conn) {
+            return;
+        }
         let mut peer = match role {
-            Role::Streamer => Peer::Streamer(self.new_entry(conn)),
+            Role::Streamer => {
+                self.open_streamers += 1;
+                Peer::Streamer(self.new_entry(conn))
+            }
             Role::Player => {
                 self.open_players += 1;
-                Peer::Player(self.new_subscriber(conn))
+                self.player_count_dirty = true;
+                let mut sub = self.new_subscriber(conn);
+                sub.browser_offers = opening.offer_to_receive;
+                sub.count_sent = self.open_players;
+                Peer::Player(sub)
             }
             Role::Sfu => {
                 let entry = self.new_entry(conn);
@@ -318,10 +384,10 @@ impl Router {
             }
         };
         if let Some(entry) = peer.entry_mut() {
-            entry.remote = remote;
+            entry.remote = opening.remote;
         }
         if let Some(sub) = peer.subscriber_mut() {
-            sub.remote = remote;
+            sub.remote = opening.remote;
         }
         let config = self.config_message_for(&peer);
         self.send_text(conn, config, Charge::Receiver);
@@ -337,6 +403,92 @@ impl Router {
             self.send_text(conn, self.identify_message.clone(), Charge::Receiver);
         }
         self.conns.insert(conn, peer);
+        if role == Role::Player && self.config.subscribe_at_connect {
+            self.subscribe_at_connect(conn);
+        }
+    }
+
+    /// Cirrus's checks before a player is accepted: with `subscribe_at_connect` a streamer must
+    /// be connected (UE5.0/5.1), and `max_player_count` caps open players. A refused player is
+    /// closed 1013 with Cirrus's reason and never enters the tables. False if refused.
+    fn admit_player(&mut self, conn: ConnId) -> bool {
+        if self.config.subscribe_at_connect && self.first_streamer().is_none() {
+            warn!(%conn, role = "player", "no streamer connected; closing 1013");
+            let close = close::STREAMER_NOT_CONNECTED;
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: close.code,
+                reason: close.reason.to_owned(),
+            });
+            return false;
+        }
+        let Some(max) = self.config.max_player_count else {
+            return true;
+        };
+        let current = self.open_players;
+        if current < max as usize {
+            return true;
+        }
+        warn!(%conn, role = "player", "{current} players connected, max_player_count {max}; closing 1013");
+        self.outputs.push_back(Output::Close {
+            conn,
+            code: close::TRY_AGAIN_LATER,
+            reason: format!("too many connections. max: {max}, current: {current}"),
+        });
+        false
+    }
+
+    /// The first streamer-port entry in table order (SFUs are skipped, as Cirrus 5.0/5.1 sent
+    /// `playerConnected` to its one streamer unless the player asked for the SFU).
+    fn first_streamer(&self) -> Option<ConnId> {
+        self.table
+            .iter()
+            .copied()
+            .find(|&c| self.role(c) == Some(Role::Streamer))
+    }
+
+    /// Connected players and streamer-port connections, for the matchmaker client.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            streamers: self.open_streamers,
+            players: self.open_players,
+        }
+    }
+
+    /// Whether the player count changed since the last flush and players want to hear it: the
+    /// IO layer then calls [`Self::handle_player_count_tick`] on its next tick.
+    pub fn player_count_due(&self) -> bool {
+        self.player_count_dirty && self.config.player_count && self.config.player_count_updates
+    }
+
+    /// Cirrus's `sendPlayersCount`, coalesced: every player whose last `playerCount` is not the
+    /// current count gets the current count, once, however many joins and leaves happened since
+    /// the last flush. The text is serialized once and shared.
+    pub fn handle_player_count_tick(&mut self) {
+        if !self.player_count_due() {
+            return;
+        }
+        self.player_count_dirty = false;
+        let count = self.open_players;
+        let mut stale: Vec<ConnId> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(&conn, peer)| match peer {
+                Peer::Player(sub) if sub.count_sent != count => {
+                    sub.count_sent = count;
+                    Some(conn)
+                }
+                _ => None,
+            })
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        stale.sort_unstable();
+        let text: Utf8Bytes = ServerMessage::PlayerCount { count }.to_json().into();
+        for conn in stale {
+            self.send_text(conn, text.clone(), Charge::Receiver);
+        }
     }
 
     /// A message arrived on `conn`, already parsed. `now_ms` reads a clock in milliseconds that

@@ -49,6 +49,8 @@ impl Router {
             subscribes: Default::default(),
             awaiting_pong: false,
             remote: None,
+            browser_offers: false,
+            count_sent: 0,
         }
     }
 
@@ -172,9 +174,13 @@ impl Router {
         };
         let is_player = peer.role() == Role::Player;
         let (entry, subscriber) = match peer {
-            Peer::Streamer(e) => (Some(e), None),
+            Peer::Streamer(e) => {
+                self.open_streamers = self.open_streamers.saturating_sub(1);
+                (Some(e), None)
+            }
             Peer::Player(s) => {
                 self.open_players = self.open_players.saturating_sub(1);
+                self.player_count_dirty = true;
                 (None, Some(s))
             }
             Peer::Sfu(e, s) => (Some(e), Some(s)),

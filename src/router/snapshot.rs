@@ -41,15 +41,15 @@ pub struct StreamerInfo {
 /// How many entries (streamers and SFUs) and subscribers (players and SFUs) are connected;
 /// an SFU counts in both, as in Wilbur's `/api/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
+pub struct ApiCounts {
     pub streamers: usize,
     pub players: usize,
 }
 
 impl Router {
     /// How many streamers and players are connected.
-    pub fn counts(&self) -> Counts {
-        Counts {
+    pub fn api_counts(&self) -> ApiCounts {
+        ApiCounts {
             streamers: self.table.len(),
             // Every subscriber (player or SFU) holds exactly one player id.
             players: self.player_ids.len(),

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use proptest::prelude::*;
 use protocol::Inbound;
 
-use super::snapshot::{Counts, PlayerInfo, StreamerInfo};
+use super::snapshot::{ApiCounts, PlayerInfo, StreamerInfo};
 use super::{ConnId, Role, Router, RouterConfig};
 
 fn ip(last: u8) -> Option<IpAddr> {
@@ -140,8 +140,8 @@ fn players_list_players_and_sfus_in_connection_order() {
 fn counts_include_an_sfu_as_both_a_streamer_and_a_player() {
     let t = two_streamers_three_players_one_sfu();
     assert_eq!(
-        t.router.counts(),
-        Counts {
+        t.router.api_counts(),
+        ApiCounts {
             streamers: 3,
             players: 4
         }
@@ -212,8 +212,8 @@ fn leaving_connections_disappear_from_every_answer() {
     );
     assert_eq!(t.router.streamer("SFU").map(|s| s.streaming), Some(false));
     assert_eq!(
-        t.router.counts(),
-        Counts {
+        t.router.api_counts(),
+        ApiCounts {
             streamers: 2,
             players: 1
         }
@@ -278,7 +278,7 @@ proptest! {
         }
         let streamers = t.router.streamers();
         let players = t.router.players();
-        prop_assert_eq!(t.router.counts(), Counts { streamers: streamers.len(), players: players.len() });
+        prop_assert_eq!(t.router.api_counts(), ApiCounts { streamers: streamers.len(), players: players.len() });
         prop_assert!(players.windows(2).all(|w| w[0].conn < w[1].conn));
         for p in &players {
             prop_assert!(t.router.is_open(p.conn));

@@ -122,6 +122,7 @@ impl Router {
         };
         sub.state = SubState::Subscribed { entry, seq };
         let player_id = sub.player_id.clone();
+        let send_offer = (is_player && sub.browser_offers).then_some(false);
         if let Some(e) = self.entry_mut(entry) {
             e.subscribers.insert(seq, conn);
             if is_player {
@@ -134,6 +135,7 @@ impl Router {
                 data_channel: true,
                 sfu: !is_player,
                 player_id: &player_id,
+                send_offer,
             },
             Charge::Always,
         );
@@ -266,6 +268,21 @@ impl Router {
         match self.subscriber(conn)?.state {
             SubState::Subscribed { entry: e, .. } if e == entry => Some(conn),
             _ => None,
+        }
+    }
+
+    /// Cirrus UE5.0/5.1 (`subscribe_at_connect`): the new player is subscribed to the first
+    /// streamer at once, so that streamer gets `playerConnected` and sends its offer to a page
+    /// that never subscribes. [`Router::admit_player`] has checked that a streamer is there.
+    pub(super) fn subscribe_at_connect(&mut self, player: ConnId) {
+        let Some(first) = self.first_streamer() else {
+            return;
+        };
+        if let Err(SubscribeError::Full { id, max }) = self.try_subscribe(player, first) {
+            self.subscribe_failed(
+                player,
+                &format!("Streamer {id} is full. Max players = {max}."),
+            );
         }
     }
 

@@ -174,3 +174,32 @@ fn peer_values_in_router_warnings_are_escaped_and_cut() {
         warnings[1]
     );
 }
+
+#[test]
+fn players_refused_at_connect_are_warned_with_their_connection_id() {
+    let mut router = Router::new(RouterConfig {
+        max_player_count: Some(0),
+        ..RouterConfig::default()
+    });
+    let lines = captured(|| router.handle_opened(ConnId(7), Role::Player));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("WARN")
+            && lines[0].contains("conn=#7")
+            && lines[0].contains("role=\"player\"")
+            && lines[0].contains("max_player_count 0; closing 1013"),
+        "{}",
+        lines[0]
+    );
+    let mut router = Router::new(RouterConfig {
+        subscribe_at_connect: true,
+        ..RouterConfig::default()
+    });
+    let lines = captured(|| router.handle_opened(ConnId(8), Role::Player));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("conn=#8") && lines[0].contains("no streamer connected; closing 1013"),
+        "{}",
+        lines[0]
+    );
+}

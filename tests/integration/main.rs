@@ -8,6 +8,7 @@ mod bad_input;
 mod bench;
 mod binary;
 mod browser;
+mod cirrus;
 mod disconnect_player;
 mod drop_in;
 mod epic_client;
