@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 const EMBEDDED: &str = include_str!("../signalling.toml");
 
 /// Every configuration key, in `signalling.toml` order.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 24] = [
     "bind_address",
     "streamer_port",
     "player_port",
@@ -34,6 +34,10 @@ pub const KEYS: [&str; 20] = [
     "worker_threads",
     "log_level",
     "console_messages",
+    "log_format",
+    "log_folder",
+    "log_level_file",
+    "log_retention_days",
     "sessions",
     "ice",
 ];
@@ -109,6 +113,14 @@ pub struct Config {
     pub worker_threads: usize,
     pub log_level: LogLevel,
     pub console_messages: ConsoleMessages,
+    /// Lines on stderr: plain text or one JSON object per line.
+    pub log_format: LogFormat,
+    /// Folder of the daily log files; empty writes none.
+    pub log_folder: PathBuf,
+    /// Least severe level written to the log files.
+    pub log_level_file: LogLevel,
+    /// Days of log files kept, today's included; 0 keeps them all.
+    pub log_retention_days: u32,
     /// The HTTP + SSE session API (`[sessions]`).
     pub sessions: SessionsConfig,
     /// STUN/TURN servers for `GET /iceServers` and the `config` message (`[ice]`).
@@ -188,6 +200,16 @@ impl LogLevel {
             Self::Trace => "trace",
         }
     }
+}
+
+/// How lines on stderr are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For a person: time, level, span fields and message.
+    Text,
+    /// One JSON object per line, as in the log files (for journald, `docker logs`).
+    Json,
 }
 
 /// Whether and how signalling messages are logged (Wilbur's `--console_messages`).
@@ -598,6 +620,10 @@ impl Cli {
             worker_threads: self.worker_threads,
             log_level: self.log_level,
             console_messages: self.console_messages,
+            log_format: None,
+            log_folder: None,
+            log_level_file: None,
+            log_retention_days: None,
             sessions: Some(SessionsLayer {
                 cors_origins: self.cors_origins.as_deref().map(split_list),
                 idle_timeout: self.session_idle_timeout,
@@ -659,6 +685,10 @@ struct Layer {
     worker_threads: Option<usize>,
     log_level: Option<LogLevel>,
     console_messages: Option<ConsoleMessages>,
+    log_format: Option<LogFormat>,
+    log_folder: Option<PathBuf>,
+    log_level_file: Option<LogLevel>,
+    log_retention_days: Option<u32>,
     sessions: Option<SessionsLayer>,
     ice: Option<IceLayer>,
 }
@@ -992,6 +1022,10 @@ impl Layer {
             worker_threads: top.worker_threads.or(self.worker_threads),
             log_level: top.log_level.or(self.log_level),
             console_messages: top.console_messages.or(self.console_messages),
+            log_format: top.log_format.or(self.log_format),
+            log_folder: top.log_folder.or(self.log_folder),
+            log_level_file: top.log_level_file.or(self.log_level_file),
+            log_retention_days: top.log_retention_days.or(self.log_retention_days),
             sessions: overlay_section(self.sessions, top.sessions, SessionsLayer::overlay),
             ice: overlay_section(self.ice, top.ice, IceLayer::overlay),
         }
@@ -1018,6 +1052,10 @@ impl Layer {
             worker_threads: get(self.worker_threads, "worker_threads")?,
             log_level: get(self.log_level, "log_level")?,
             console_messages: get(self.console_messages, "console_messages")?,
+            log_format: get(self.log_format, "log_format")?,
+            log_folder: get(self.log_folder, "log_folder")?,
+            log_level_file: get(self.log_level_file, "log_level_file")?,
+            log_retention_days: get(self.log_retention_days, "log_retention_days")?,
             sessions: get(self.sessions, "sessions")?.build()?,
             ice: get(self.ice, "ice")?.build()?,
         })

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use signalling::config::{Cli, Config};
+use signalling::logging::Settings;
 use signalling::server::Server;
 
 fn main() -> ExitCode {
@@ -18,7 +19,13 @@ fn main() -> ExitCode {
         }
     };
     // Declared before the runtime, so dropped after it: the last lines are flushed on exit.
-    let logging = signalling::logging::init(config.log_level);
+    let logging = match signalling::logging::init(&Settings::from_config(&config)) {
+        Ok(logging) => logging,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let (mut builder, threads) = runtime_builder(config.worker_threads);
     tracing::info!("running on {threads} worker thread(s)");
