@@ -44,8 +44,8 @@ pub(crate) const LOG_BUFFER_BYTES: usize = 4 << 20;
 /// together leave in one `write()`, and a busy server wakes the thread at most this often.
 const BATCH_DELAY: Duration = Duration::from_millis(10);
 
-/// How long exit waits for the last lines to be written (stderr or the disk may be stuck), for
-/// every destination together.
+/// How long exit waits for each destination's last lines to be written (stderr or the disk
+/// may be stuck).
 const EXIT_FLUSH: Duration = Duration::from_millis(1300);
 
 /// How often the count of dropped lines is looked at.
@@ -173,6 +173,7 @@ fn build(
         None => None,
     };
     let (writer, worker) = Batched::start("log-writer", LOG_BUFFER_BYTES, console, dropped.clone());
+    // Last: at exit stderr is flushed last, after the report of lines the files dropped.
     workers.push(worker);
     let console_layer = match settings.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -321,6 +322,9 @@ impl MessageLog {
 struct Pending {
     bytes: Vec<u8>,
     closed: bool,
+    /// Closed for exit: later lines are not written, and not counted either (the exit report
+    /// gives what was dropped while the server ran).
+    exiting: bool,
 }
 
 #[derive(Debug)]
@@ -340,6 +344,9 @@ impl Shared {
     /// Appends one line, or drops and counts it if the buffer is full. Never waits on IO.
     fn push(&self, line: &[u8]) {
         let mut pending = self.lock();
+        if pending.exiting {
+            return;
+        }
         if pending.closed || pending.bytes.len() + line.len() > self.limit {
             drop(pending);
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -466,7 +473,10 @@ struct WriterGuard {
 impl WriterGuard {
     /// No more lines: the thread writes what it has, then ends.
     fn close(&self) {
-        self.shared.lock().closed = true;
+        let mut pending = self.shared.lock();
+        pending.closed = true;
+        pending.exiting = true;
+        drop(pending);
         self.shared.ready.notify_one();
     }
 
@@ -521,8 +531,21 @@ impl Logging {
 
 impl Drop for Logging {
     fn drop(&mut self) {
-        // At exit, the lines dropped since the last periodic report. If even this line finds
-        // the buffer full, retry briefly: exit is the last chance, and the wait is bounded
+        // The files first (their last batch may drop lines, to be counted in the report), then
+        // the report, then stderr, each writer within its own bound.
+        let (console, files) = match self.workers.split_last_mut() {
+            Some((console, files)) => (Some(console), files),
+            None => (None, &mut [][..]),
+        };
+        for worker in files.iter() {
+            worker.close();
+        }
+        let deadline = Instant::now() + EXIT_FLUSH;
+        for worker in files {
+            worker.wait(deadline);
+        }
+        // The lines dropped since the last periodic report. If even this line finds the
+        // buffer full, retry briefly: exit is the last chance, and the wait is bounded
         // (20 × 10 ms) whatever the writer does.
         let report = DropReport {
             reported: self.reported.load(Ordering::Relaxed),
@@ -542,13 +565,9 @@ impl Drop for Logging {
             count = after;
             std::thread::sleep(Duration::from_millis(10));
         }
-        // Every writer flushes at once, within one bound.
-        for worker in &self.workers {
-            worker.close();
-        }
-        let deadline = Instant::now() + EXIT_FLUSH;
-        for worker in &mut self.workers {
-            worker.wait(deadline);
+        if let Some(console) = console {
+            console.close();
+            console.wait(Instant::now() + EXIT_FLUSH);
         }
     }
 }

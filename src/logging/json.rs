@@ -332,6 +332,12 @@ impl Date {
         (date.civil() == (year, month, day)).then_some(date)
     }
 
+    /// The first instant of the day.
+    #[cfg(test)]
+    pub(crate) fn start(self) -> SystemTime {
+        UNIX_EPOCH + std::time::Duration::from_secs(self.0.unsigned_abs() * SECONDS_PER_DAY)
+    }
+
     /// `days` days earlier.
     pub(crate) fn minus_days(self, days: u32) -> Self {
         Self(self.0 - i64::from(days))
