@@ -376,6 +376,8 @@ fn lines_before_and_after_midnight_land_in_their_days_files_and_expired_files_go
         std::fs::write(dir.file(name), "old\n").unwrap();
     }
     std::fs::create_dir(dir.file("server-2019-01-01.log")).unwrap();
+    // An operator's link is not one of our files either.
+    std::os::unix::fs::symlink(dir.file("notes.txt"), dir.file("server-2019-02-02.log")).unwrap();
     let file = FileSettings {
         folder: dir.0.clone(),
         level: LogLevel::Info,
@@ -403,6 +405,7 @@ fn lines_before_and_after_midnight_land_in_their_days_files_and_expired_files_go
         "Server-2020-01-01.log",
         "notes.txt",
         "server-2019-01-01.log",
+        "server-2019-02-02.log",
         "server-2020-01-01.log.gz",
         "server-2025-02-29.log",
     ];
