@@ -135,11 +135,6 @@ async fn serve<S>(
     {
         return;
     }
-    let messages = MessageLog {
-        mode: settings.console_messages,
-        conn,
-        role,
-    };
     let writer = tokio::spawn(
         write_loop(
             sink,
@@ -147,7 +142,11 @@ async fn serve<S>(
             urgent_rx,
             shared.shutdown.clone(),
             settings.clone(),
-            messages,
+            MessageLog {
+                mode: settings.console_messages,
+                conn,
+                role,
+            },
             done_tx,
         )
         .in_current_span(),
@@ -185,7 +184,7 @@ async fn serve<S>(
                 match frame {
                     None => break End::PeerClosed(None),
                     Some(Ok(Message::Text(text))) => {
-                        handle_text(conn, &text, &gate, &shared, &mut warnings, messages).await;
+                        handle_text(conn, role, &text, &gate, &shared, &mut warnings).await;
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         if warned_binary {
@@ -195,7 +194,7 @@ async fn serve<S>(
                         }
                         warned_binary = true;
                         let text = String::from_utf8_lossy(&bytes);
-                        handle_text(conn, &text, &gate, &shared, &mut warnings, messages).await;
+                        handle_text(conn, role, &text, &gate, &shared, &mut warnings).await;
                     }
                     Some(Ok(Message::Close(frame))) => {
                         break End::PeerClosed(frame.map(|f| u16::from(f.code)));
@@ -278,14 +277,19 @@ async fn serve<S>(
 
 async fn handle_text(
     conn: ConnId,
+    role: Role,
     text: &str,
     gate: &Gate,
     shared: &Shared,
     warnings: &mut WarnLimiter,
-    messages: MessageLog,
 ) {
     match Inbound::parse(text) {
         Ok(message) => {
+            let messages = MessageLog {
+                mode: shared.settings.console_messages,
+                conn,
+                role,
+            };
             messages.incoming(message.type_name(), text);
             let bytes = text.len();
             gate.take(bytes);
@@ -382,7 +386,7 @@ async fn write_loop<S>(
         };
         let write = async {
             match next {
-                Write::Text(text) => write_batch(&mut sink, &mut queue, text, messages).await,
+                Write::Text(text) => write_batch(&mut sink, &mut queue, text, &messages).await,
                 Write::Ping => sink
                     .send(Message::Ping(Default::default()))
                     .await
@@ -431,7 +435,7 @@ async fn write_batch<S>(
     sink: &mut Sink<S>,
     queue: &mut queue::Receiver<Frame>,
     first: Utf8Bytes,
-    messages: MessageLog,
+    messages: &MessageLog,
 ) -> Result<Option<Closing>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
