@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ConsoleMessages};
-use crate::logging::{WarnLimiter, peer_str, peer_str_bare, peer_text};
+use crate::logging::{MessageLog, WarnLimiter, peer_str, peer_str_bare};
 use crate::queue::{self, Lane};
 use crate::router::{ConnId, Opening, Role};
 use crate::router_task::{Closing, Event, Frame, Gate, Outbox, RouterHandle, Urgent};
@@ -153,6 +153,11 @@ async fn serve<S>(
             urgent_rx,
             shared.shutdown.clone(),
             settings.clone(),
+            MessageLog {
+                mode: settings.console_messages,
+                conn,
+                role,
+            },
             done_tx,
         )
         .in_current_span(),
@@ -190,7 +195,7 @@ async fn serve<S>(
                 match frame {
                     None => break End::PeerClosed(None),
                     Some(Ok(Message::Text(text))) => {
-                        handle_text(conn, &text, &gate, &shared, &mut warnings).await;
+                        handle_text(conn, role, &text, &gate, &shared, &mut warnings).await;
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         if warned_binary {
@@ -200,7 +205,7 @@ async fn serve<S>(
                         }
                         warned_binary = true;
                         let text = String::from_utf8_lossy(&bytes);
-                        handle_text(conn, &text, &gate, &shared, &mut warnings).await;
+                        handle_text(conn, role, &text, &gate, &shared, &mut warnings).await;
                     }
                     Some(Ok(Message::Close(frame))) => {
                         break End::PeerClosed(frame.map(|f| u16::from(f.code)));
@@ -283,6 +288,7 @@ async fn serve<S>(
 
 async fn handle_text(
     conn: ConnId,
+    role: Role,
     text: &str,
     gate: &Gate,
     shared: &Shared,
@@ -290,12 +296,12 @@ async fn handle_text(
 ) {
     match Inbound::parse(text) {
         Ok(message) => {
-            log_message(
-                shared.settings.console_messages,
-                ">",
-                message.type_name(),
-                text,
-            );
+            let messages = MessageLog {
+                mode: shared.settings.console_messages,
+                conn,
+                role,
+            };
+            messages.incoming(message.type_name(), text);
             let bytes = text.len();
             gate.take(bytes);
             shared
@@ -312,25 +318,6 @@ async fn handle_text(
                 // The parser's text can quote the input.
                 let e = e.to_string();
                 warn!("bad message ignored: {}{suppressed}", peer_str_bare(&e));
-            }
-        }
-    }
-}
-
-/// `console_messages`: one line per signalling message, as Wilbur logs them.
-fn log_message(mode: ConsoleMessages, direction: &str, type_name: &str, text: &str) {
-    match mode {
-        ConsoleMessages::Off => {}
-        ConsoleMessages::Basic => info!("{direction} {}", peer_str(type_name)),
-        ConsoleMessages::Verbose => info!("{direction} {}", peer_text(text, false)),
-        ConsoleMessages::Formatted => {
-            // Pretty JSON keeps its line breaks (JSON strings cannot hold a raw one, so each
-            // line after the first is indented or a closing bracket); anything else is escaped.
-            match serde_json::from_str::<serde_json::Value>(text)
-                .and_then(|v| serde_json::to_string_pretty(&v))
-            {
-                Ok(pretty) => info!("{direction} {}", peer_text(&pretty, true)),
-                Err(_) => info!("{direction} {}", peer_text(text, false)),
             }
         }
     }
@@ -375,6 +362,7 @@ async fn write_loop<S>(
     urgent: oneshot::Receiver<Urgent>,
     shutdown: CancellationToken,
     settings: Arc<ConnectionSettings>,
+    messages: MessageLog,
     done: oneshot::Sender<()>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -387,7 +375,6 @@ async fn write_loop<S>(
         Duration::from_secs(3600)
     };
     let mut ping = tokio::time::interval_at(Instant::now() + period, period);
-    let console = settings.console_messages;
     let closing = loop {
         let next = tokio::select! {
             biased;
@@ -410,7 +397,7 @@ async fn write_loop<S>(
         };
         let write = async {
             match next {
-                Write::Text(text) => write_batch(&mut sink, &mut queue, text, console).await,
+                Write::Text(text) => write_batch(&mut sink, &mut queue, text, &messages).await,
                 Write::Ping => sink
                     .send(Message::Ping(Default::default()))
                     .await
@@ -459,18 +446,18 @@ async fn write_batch<S>(
     sink: &mut Sink<S>,
     queue: &mut queue::Receiver<Frame>,
     first: Utf8Bytes,
-    console: ConsoleMessages,
+    messages: &MessageLog,
 ) -> Result<Option<Closing>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    log_outgoing(console, &first);
+    messages.outgoing(&first);
     sink.feed(Message::Text(first)).await?;
     let mut close = None;
     for _ in 1..WRITE_BATCH {
         match queue.try_recv() {
             Some(Frame::Text(text)) => {
-                log_outgoing(console, &text);
+                messages.outgoing(&text);
                 sink.feed(Message::Text(text)).await?;
             }
             Some(Frame::Close(closing)) => {
@@ -482,14 +469,4 @@ where
     }
     sink.flush().await?;
     Ok(close)
-}
-
-fn log_outgoing(console: ConsoleMessages, text: &str) {
-    if console != ConsoleMessages::Off {
-        let type_name = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-            .unwrap_or_default();
-        log_message(console, "<", &type_name, text);
-    }
 }

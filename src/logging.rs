@@ -1,81 +1,311 @@
-//! Log output and what peers may put in it. Owns the subscriber setup (one non-blocking,
-//! lossy writer to stderr and the report of the lines it dropped), the escaping of every
-//! peer-controlled value that reaches a log line ([`peer_str`], [`peer_text`]) and the
-//! per-connection warning budget ([`WarnLimiter`]). What gets logged is decided where it
-//! happens; nothing here ever waits for the log.
+//! Log output and what peers may put in it. Owns the subscriber setup (stderr as text or JSON
+//! lines, and the optional daily log files, each through its own non-blocking, lossy writer
+//! thread with its own level), the report of the lines they dropped, the escaping of every
+//! peer-controlled value that reaches a log line ([`peer_str`], [`peer_text`]), the
+//! signalling-message lines of `console_messages` ([`MessageLog`]) and the per-connection
+//! warning budget ([`WarnLimiter`]). What gets logged is decided where it happens; nothing here
+//! ever waits for the log, and nothing here logs the configuration.
+
+mod file;
+mod json;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_output;
+mod text;
 
 use std::fmt::{self, Write as _};
 use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::PlayerIdValue;
-use tracing_subscriber::EnvFilter;
+use tracing::info;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry, filter::LevelFilter};
 
-use crate::config::LogLevel;
+use crate::config::{Config, ConsoleMessages, LogFormat, LogLevel};
+use crate::router::{ConnId, Role};
+use json::{Clock, Date, JsonFields, JsonFormat};
+use text::TextFields;
 
-/// Bytes of log lines that may wait for the writer thread. Past this new lines are dropped (and
-/// counted) instead of slowing the task that logs them. A line is a few hundred bytes (every
-/// peer value in it is cut to [`PEER_STR_MAX`]); `console_messages = "verbose"` or
-/// `"formatted"` lines hold a whole message each. The thread writes one batch while the next
-/// gathers, so the log holds at most twice this.
+/// Bytes of log lines that may wait for each writer thread (stderr's, the files'). Past this
+/// new lines are dropped (and counted) instead of slowing the task that logs them. A line is a
+/// few hundred bytes (every peer value in it is cut to [`PEER_STR_MAX`]);
+/// `console_messages = "verbose"` or `"formatted"` lines hold a whole message each. A thread
+/// writes one batch while the next gathers, so each destination holds at most twice this.
 pub(crate) const LOG_BUFFER_BYTES: usize = 4 << 20;
 
 /// How long the writer thread lets lines gather after the first one of a batch: lines logged
 /// together leave in one `write()`, and a busy server wakes the thread at most this often.
 const BATCH_DELAY: Duration = Duration::from_millis(10);
 
-/// How long exit waits for the last lines to be written (stderr may be stuck).
+/// How long exit waits for each destination's last lines to be written (stderr or the disk
+/// may be stuck).
 const EXIT_FLUSH: Duration = Duration::from_millis(1300);
 
 /// How often the count of dropped lines is looked at.
 const DROP_REPORT_PERIOD: Duration = Duration::from_secs(1);
 
-/// Installs the global subscriber: `level` everywhere, unless `RUST_LOG` is set, in which case
-/// its directives (e.g. `signalling=debug,hyper=warn`) replace the level. Writes to stderr
-/// through a writer thread: a task that logs only appends the line to a buffer, and when the
-/// thread cannot keep up (stderr a full pipe, a slow terminal) new lines are dropped and counted
-/// (see [`Logging::report_dropped_lines`]).
+/// What [`init`] sets up. `main` builds it from the configuration ([`Settings::from_config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// stderr's level, unless `RUST_LOG` is set.
+    pub level: LogLevel,
+    pub format: LogFormat,
+    /// The daily log files, if any.
+    pub file: Option<FileSettings>,
+}
+
+/// The daily log files: `server-YYYY-MM-DD.log` (UTC) in `folder`, one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    /// Created if missing.
+    pub folder: PathBuf,
+    /// The files' level; neither `log_level` nor `RUST_LOG` changes it.
+    pub level: LogLevel,
+    /// Days of files kept, today's included; older ones are deleted at start and at each
+    /// rotation. 0 keeps them all.
+    pub retention_days: u32,
+}
+
+impl Settings {
+    /// `log_level`, `log_format`, and files when `log_folder` is not empty.
+    pub fn from_config(config: &Config) -> Self {
+        let file = (!config.log_folder.as_os_str().is_empty()).then(|| FileSettings {
+            folder: config.log_folder.clone(),
+            level: config.log_level_file,
+            retention_days: config.log_retention_days,
+        });
+        Self {
+            level: config.log_level,
+            format: config.log_format,
+            file,
+        }
+    }
+}
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot write log files in {}: {source}", folder.display())]
+    Folder { folder: PathBuf, source: io::Error },
+}
+
+/// Installs the global subscriber. stderr gets `settings.level`, unless `RUST_LOG` is set, in
+/// which case its directives (e.g. `signalling=debug,hyper=warn`) replace the level; the log
+/// files, if any, get their own level. Each destination has a writer thread: a task that logs
+/// only appends the line to a buffer, and when the thread cannot keep up (stderr a full pipe,
+/// a slow terminal or disk) new lines are dropped and counted (see
+/// [`Logging::report_dropped_lines`]).
 ///
-/// Never panics. An invalid `RUST_LOG` falls back to `level` with a warning, and a second call
-/// (a subscriber already installed, as in tests) installs nothing.
+/// Fails only if the log folder cannot be created or today's file cannot be opened. Never
+/// panics. An invalid `RUST_LOG` falls back to the level with a warning, and a second call (a
+/// subscriber already installed, as in tests) installs nothing.
 ///
 /// Keep the returned [`Logging`] alive until the end of `main`: dropping it reports the last
 /// dropped lines and flushes what is queued (waiting 1.3 s at most, even with stderr stuck).
-#[must_use = "dropping it stops the log writer"]
-pub fn init(level: LogLevel) -> Logging {
+pub fn init(settings: &Settings) -> Result<Logging, LogError> {
     let mut bad_rust_log = None;
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => match EnvFilter::try_new(&directives) {
             Ok(filter) => filter,
             Err(e) => {
                 bad_rust_log = Some((directives, e));
-                EnvFilter::new(level.as_filter())
+                EnvFilter::new(settings.level.as_filter())
             }
         },
-        _ => EnvFilter::new(level.as_filter()),
+        _ => EnvFilter::new(settings.level.as_filter()),
     };
-    let (writer, worker) = Batched::start(LOG_BUFFER_BYTES, io::stderr());
-    let dropped = writer.dropped();
-    let installed = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        // Colour codes only for a person watching; they garble log files and journald.
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .is_ok();
+    let ansi = io::stderr().is_terminal();
+    let (subscriber, logging) = build(settings, filter, json::system_clock(), io::stderr(), ansi)?;
+    let installed = subscriber.try_init().is_ok();
     if let (true, Some((directives, e))) = (installed, bad_rust_log) {
         tracing::warn!(
             "ignoring RUST_LOG={directives:?} ({e}); logging at {}",
-            level.as_filter()
+            settings.level.as_filter()
         );
     }
-    Logging {
-        dropped,
-        reported: Arc::default(),
-        _worker: worker,
+    if let (true, Some(file)) = (installed, &settings.file) {
+        info!(
+            "log files in {} at level {}, kept {}",
+            file.folder.display(),
+            file.level.as_filter(),
+            match file.retention_days {
+                0 => "forever".to_owned(),
+                days => format!("{days} day(s)"),
+            }
+        );
+    }
+    Ok(logging)
+}
+
+/// The subscriber [`init`] installs, writing stderr's lines to `console` and timing lines with
+/// `clock` (tests pass their own of both), and the [`Logging`] that owns its writer threads.
+fn build(
+    settings: &Settings,
+    console_filter: EnvFilter,
+    clock: Clock,
+    console: impl io::Write + Send + 'static,
+    ansi: bool,
+) -> Result<(impl tracing::Subscriber + Send + Sync, Logging), LogError> {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    // The files first: a folder that cannot be written stops start-up before any thread runs.
+    let files = match &settings.file {
+        Some(file) => {
+            let today = Date::of(clock());
+            let daily =
+                file::DailyFiles::open(&file.folder, file.retention_days, today, dropped.clone())
+                    .map_err(|source| LogError::Folder {
+                    folder: file.folder.clone(),
+                    source,
+                })?;
+            let (writer, worker) =
+                Batched::start("log-file-writer", LOG_BUFFER_BYTES, daily, dropped.clone());
+            workers.push(worker);
+            Some((writer, level_filter(file.level)))
+        }
+        None => None,
+    };
+    let (writer, worker) = Batched::start("log-writer", LOG_BUFFER_BYTES, console, dropped.clone());
+    // Last: at exit stderr is flushed last, after the report of lines the files dropped.
+    workers.push(worker);
+    let console_layer = match settings.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(TextFields)
+            .with_writer(writer)
+            // Colour codes only for a person watching; they garble log files and journald.
+            .with_ansi(ansi)
+            .with_filter(console_filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonFields)
+            .event_format(JsonFormat::new(clock.clone()))
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_filter(console_filter)
+            .boxed(),
+    };
+    let file_layer = files.map(|(writer, level)| {
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonFields)
+            .event_format(JsonFormat::new(clock))
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_filter(level)
+    });
+    let subscriber = Registry::default().with(console_layer).with(file_layer);
+    Ok((
+        subscriber,
+        Logging {
+            dropped,
+            reported: Arc::default(),
+            workers,
+        },
+    ))
+}
+
+fn level_filter(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    }
+}
+
+// ---- signalling messages ----
+
+/// Which way a signalling message went, for its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// From the peer to the server.
+    Incoming,
+    /// From the server to the peer.
+    Outgoing,
+}
+
+/// One connection's `console_messages` lines: one line per signalling message, as Wilbur logs
+/// them. The text is `> type` or `< type` (or the whole message); the line also carries
+/// `direction` (`incoming`/`outgoing`), `sender` and `receiver` (`server`, or the peer as
+/// `player#3`) and the message's `type`, which the JSON formats write as fields (the text
+/// format leaves them out: the text says it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MessageLog {
+    pub(crate) mode: ConsoleMessages,
+    pub(crate) conn: ConnId,
+    pub(crate) role: Role,
+}
+
+/// The peer of a connection as a message line names it: `player#3`.
+struct Peer(Role, ConnId);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.0, self.1)
+    }
+}
+
+impl MessageLog {
+    /// A message the peer sent, parsed; `type_name` is its `type`.
+    pub(crate) fn incoming(&self, type_name: &str, text: &str) {
+        if self.mode != ConsoleMessages::Off {
+            self.log(Direction::Incoming, type_name, text);
+        }
+    }
+
+    /// A message on its way to the peer.
+    pub(crate) fn outgoing(&self, text: &str) {
+        if self.mode != ConsoleMessages::Off {
+            let type_name = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            self.log(Direction::Outgoing, &type_name, text);
+        }
+    }
+
+    fn log(&self, direction: Direction, type_name: &str, text: &str) {
+        let peer = Peer(self.role, self.conn);
+        let (arrow, name, sender, receiver) = match direction {
+            Direction::Incoming => (">", "incoming", &peer as &dyn fmt::Display, &"server" as _),
+            Direction::Outgoing => ("<", "outgoing", &"server" as _, &peer as &dyn fmt::Display),
+        };
+        let kind = peer_str_bare(type_name);
+        macro_rules! line {
+            ($($text:tt)+) => {
+                info!(
+                    target: "signalling::connection",
+                    direction = name,
+                    sender = %sender,
+                    receiver = %receiver,
+                    "type" = %kind,
+                    $($text)+
+                )
+            };
+        }
+        match self.mode {
+            ConsoleMessages::Off => {}
+            ConsoleMessages::Basic => line!("{arrow} {}", peer_str(type_name)),
+            ConsoleMessages::Verbose => line!("{arrow} {}", peer_text(text, false)),
+            ConsoleMessages::Formatted => {
+                // Pretty JSON keeps its line breaks (JSON strings cannot hold a raw one, so each
+                // line after the first is indented or a closing bracket); anything else is
+                // escaped.
+                match serde_json::from_str::<serde_json::Value>(text)
+                    .and_then(|v| serde_json::to_string_pretty(&v))
+                {
+                    Ok(pretty) => line!("{arrow} {}", peer_text(&pretty, true)),
+                    Err(_) => line!("{arrow} {}", peer_text(text, false)),
+                }
+            }
+        }
     }
 }
 
@@ -92,6 +322,9 @@ pub fn init(level: LogLevel) -> Logging {
 struct Pending {
     bytes: Vec<u8>,
     closed: bool,
+    /// Closed for exit: later lines are not written, and not counted either (the exit report
+    /// gives what was dropped while the server ran).
+    exiting: bool,
 }
 
 #[derive(Debug)]
@@ -111,6 +344,9 @@ impl Shared {
     /// Appends one line, or drops and counts it if the buffer is full. Never waits on IO.
     fn push(&self, line: &[u8]) {
         let mut pending = self.lock();
+        if pending.exiting {
+            return;
+        }
         if pending.closed || pending.bytes.len() + line.len() > self.limit {
             drop(pending);
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -130,18 +366,23 @@ impl Shared {
 struct Batched(Arc<Shared>);
 
 impl Batched {
-    /// Starts the writer thread writing to `out`.
-    fn start(limit: usize, out: impl io::Write + Send + 'static) -> (Self, WriterGuard) {
+    /// Starts the writer thread `name` writing to `out`, counting lines it drops in `dropped`.
+    fn start(
+        name: &str,
+        limit: usize,
+        out: impl io::Write + Send + 'static,
+        dropped: Arc<AtomicUsize>,
+    ) -> (Self, WriterGuard) {
         let shared = Arc::new(Shared {
             pending: Mutex::default(),
             ready: Condvar::new(),
-            dropped: Arc::default(),
+            dropped,
             limit,
         });
         let (done_tx, done) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
-            .name("log-writer".into())
+            .name(name.into())
             .spawn(move || {
                 write_batches(&thread_shared, out);
                 let _ = done_tx.send(());
@@ -159,6 +400,7 @@ impl Batched {
         )
     }
 
+    #[cfg(test)]
     fn dropped(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.0.dropped)
     }
@@ -228,25 +470,40 @@ struct WriterGuard {
     done: Option<mpsc::Receiver<()>>,
 }
 
-impl Drop for WriterGuard {
-    fn drop(&mut self) {
-        self.shared.lock().closed = true;
+impl WriterGuard {
+    /// No more lines: the thread writes what it has, then ends.
+    fn close(&self) {
+        let mut pending = self.shared.lock();
+        pending.closed = true;
+        pending.exiting = true;
+        drop(pending);
         self.shared.ready.notify_one();
+    }
+
+    /// Waits for the thread to end, until `deadline` at most.
+    fn wait(&mut self, deadline: Instant) {
         if let Some(done) = self.done.take() {
-            let _ = done.recv_timeout(EXIT_FLUSH);
+            let _ = done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         }
     }
 }
 
-/// The running log writer. Dropping it logs the lines dropped since the last report, then
-/// flushes the writer thread.
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.close();
+        self.wait(Instant::now() + EXIT_FLUSH);
+    }
+}
+
+/// The running log writers. Dropping it logs the lines dropped since the last report, then
+/// flushes the writer threads.
 #[derive(Debug)]
 pub struct Logging {
+    /// Lines dropped by every writer together.
     dropped: Arc<AtomicUsize>,
     /// Dropped lines the periodic report has logged (so the one at exit gives only the rest).
     reported: Arc<AtomicUsize>,
-    // Declared last: dropped after `drop` has queued the final report.
-    _worker: WriterGuard,
+    workers: Vec<WriterGuard>,
 }
 
 impl Logging {
@@ -274,8 +531,21 @@ impl Logging {
 
 impl Drop for Logging {
     fn drop(&mut self) {
-        // At exit, the lines dropped since the last periodic report. If even this line finds
-        // the buffer full, retry briefly: exit is the last chance, and the wait is bounded
+        // The files first (their last batch may drop lines, to be counted in the report), then
+        // the report, then stderr, each writer within its own bound.
+        let (console, files) = match self.workers.split_last_mut() {
+            Some((console, files)) => (Some(console), files),
+            None => (None, &mut [][..]),
+        };
+        for worker in files.iter() {
+            worker.close();
+        }
+        let deadline = Instant::now() + EXIT_FLUSH;
+        for worker in files {
+            worker.wait(deadline);
+        }
+        // The lines dropped since the last periodic report. If even this line finds the
+        // buffer full, retry briefly: exit is the last chance, and the wait is bounded
         // (20 × 10 ms) whatever the writer does.
         let report = DropReport {
             reported: self.reported.load(Ordering::Relaxed),
@@ -294,6 +564,10 @@ impl Drop for Logging {
             // This report was dropped too (it counts): try again with it included.
             count = after;
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(console) = console {
+            console.close();
+            console.wait(Instant::now() + EXIT_FLUSH);
         }
     }
 }
@@ -554,293 +828,5 @@ impl fmt::Display for Suppressed {
             0 => Ok(()),
             n => write!(f, "; {n} more warnings from this connection suppressed"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-    use std::time::Instant;
-
-    use super::*;
-
-    /// An output that keeps what is written, or blocks every write until released.
-    #[derive(Clone, Default)]
-    struct Out {
-        written: Arc<Mutex<Vec<u8>>>,
-        stuck: Arc<(Mutex<bool>, Condvar)>,
-    }
-
-    impl io::Write for Out {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let (lock, released) = &*self.stuck;
-            let mut stuck = lock.lock().unwrap();
-            while *stuck {
-                stuck = released.wait(stuck).unwrap();
-            }
-            self.written.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn lines_come_out_whole_and_in_order_and_the_guard_flushes_them() {
-        let out = Out::default();
-        let (writer, guard) = Batched::start(1 << 20, out.clone());
-        for i in 0..1000 {
-            writer
-                .make_writer()
-                .write_all(format!("line {i}\n").as_bytes())
-                .unwrap();
-        }
-        drop(guard);
-        let text = String::from_utf8(out.written.lock().unwrap().clone()).unwrap();
-        let expected: String = (0..1000).map(|i| format!("line {i}\n")).collect();
-        assert_eq!(text, expected);
-        assert_eq!(writer.dropped().load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn with_the_output_stuck_lines_past_the_budget_are_dropped_and_counted_without_waiting() {
-        let out = Out::default();
-        *out.stuck.0.lock().unwrap() = true;
-        let (writer, guard) = Batched::start(1000, out.clone());
-        let line = [b'x'; 99];
-        let started = Instant::now();
-        for _ in 0..101 {
-            writer.make_writer().write_all(&line).unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "logging waited on the output"
-        );
-        // At most one budget (10 lines) waits and one more is in the stuck write.
-        let dropped = writer.dropped().load(Ordering::Relaxed);
-        assert!((81..=91).contains(&dropped), "{dropped} dropped");
-        assert!(writer.0.lock().bytes.len() <= 1000);
-        // Exit does not wait for a stuck output past its bound.
-        let exit = Instant::now();
-        drop(guard);
-        assert!(exit.elapsed() < EXIT_FLUSH + Duration::from_millis(500));
-        let (lock, released) = &*out.stuck;
-        *lock.lock().unwrap() = false;
-        released.notify_all();
-    }
-
-    fn shown(s: &str) -> String {
-        peer_str(s).to_string()
-    }
-
-    #[test]
-    fn peer_str_quotes_and_keeps_ordinary_text() {
-        assert_eq!(shown("Player0"), r#""Player0""#);
-        assert_eq!(shown("Straße u\u{301} 流"), "\"Straße u\u{301} 流\"");
-        assert_eq!(shown(""), r#""""#);
-    }
-
-    #[test]
-    fn peer_str_escapes_line_breaks_controls_quotes_and_bidi() {
-        assert_eq!(
-            shown("a\nb\r\tc\u{1b}[2J\u{7f}\u{9b}\u{85}"),
-            r#""a\nb\r\tc\u{1b}[2J\u{7f}\u{9b}\u{85}""#
-        );
-        assert_eq!(shown("x\u{2028}y\u{2029}"), r#""x\u{2028}y\u{2029}""#);
-        assert_eq!(shown("\u{202e}abc\u{2066}"), r#""\u{202e}abc\u{2066}""#);
-        assert_eq!(shown("say \"hi\" \\o/"), r#""say \"hi\" \\o/""#);
-        assert_eq!(shown("\0"), r#""\u{0}""#);
-    }
-
-    #[test]
-    fn peer_str_never_writes_a_raw_control_or_line_break() {
-        let all: String = (0..0x3000u32).filter_map(char::from_u32).collect();
-        for chunk in all.as_bytes().chunks(64) {
-            let chunk = String::from_utf8_lossy(chunk);
-            for out in [shown(&chunk), peer_text(&chunk, false).to_string()] {
-                assert!(
-                    !out.chars().any(|c| Escape::of(c, false) != Escape::Raw(c)),
-                    "{out:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn peer_str_cuts_long_values_and_says_how_much() {
-        let long = "a".repeat(1 << 20);
-        let out = shown(&long);
-        assert_eq!(
-            out,
-            format!("\"{}\"…(+{} bytes)", "a".repeat(128), (1 << 20) - 128)
-        );
-        // Exactly the limit: not cut.
-        assert_eq!(
-            shown(&"b".repeat(PEER_STR_MAX)),
-            format!("\"{}\"", "b".repeat(128))
-        );
-    }
-
-    #[test]
-    fn peer_str_counts_escapes_against_the_limit() {
-        // Each ESC renders as 6 bytes: 21 fit in 128, the rest is cut on a character boundary.
-        let out = shown(&"\u{1b}".repeat(1000));
-        assert_eq!(
-            out,
-            format!("\"{}\"…(+{} bytes)", "\\u{1b}".repeat(21), 1000 - 21)
-        );
-        // Multi-byte characters are never split.
-        let out = shown(&"流".repeat(100));
-        assert_eq!(
-            out,
-            format!("\"{}\"…(+{} bytes)", "流".repeat(42), 300 - 126)
-        );
-    }
-
-    #[test]
-    fn escape_lengths_match_what_is_written() {
-        for c in [
-            '\0',
-            '\u{1b}',
-            '\u{9b}',
-            '\u{2028}',
-            '\u{10ffff}',
-            'a',
-            '流',
-            '\n',
-        ] {
-            let escape = Escape::of(c, true);
-            struct Written(Escape);
-            impl fmt::Display for Written {
-                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    self.0.write(f)
-                }
-            }
-            let out = Written(escape).to_string();
-            assert_eq!(out.len(), escape.len(), "{c:?} → {out}");
-        }
-    }
-
-    #[test]
-    fn peer_str_bare_escapes_and_cuts_without_quotes() {
-        assert_eq!(
-            peer_str_bare("not JSON: \"x\ny\"").to_string(),
-            r#"not JSON: \"x\ny\""#
-        );
-        assert_eq!(
-            peer_str_bare(&"z".repeat(200)).to_string(),
-            format!("{}…(+72 bytes)", "z".repeat(128))
-        );
-    }
-
-    #[test]
-    fn peer_player_id_shows_strings_quoted_and_numbers_bare_both_cut() {
-        let shown = |v: PlayerIdValue| peer_player_id(&v).to_string();
-        assert_eq!(shown(PlayerIdValue::String("a\nb".into())), r#""a\nb""#);
-        assert_eq!(shown(PlayerIdValue::Number("12".into())), "12");
-        assert_eq!(
-            shown(PlayerIdValue::Number("9".repeat(1000))),
-            format!("{}…(+872 bytes)", "9".repeat(128))
-        );
-        assert_eq!(shown(PlayerIdValue::Absent), "(none)");
-        assert_eq!(shown(PlayerIdValue::Other), "(not a string or number)");
-    }
-
-    #[test]
-    fn peer_text_escapes_only_what_could_forge_a_line_or_reach_the_terminal() {
-        let json = "{\"type\":\"x\",\"a\":\"q\\\"\\n\u{2028}\u{9b}2J\"}";
-        assert_eq!(
-            peer_text(json, false).to_string(),
-            r#"{"type":"x","a":"q\"\n\u{2028}\u{9b}2J"}"#
-        );
-        assert_eq!(peer_text("a\nb", false).to_string(), r"a\nb");
-        assert_eq!(
-            peer_text("{\n  \"a\": 1\n}", true).to_string(),
-            "{\n  \"a\": 1\n}"
-        );
-        assert_eq!(
-            peer_text("a\r\nb\u{1b}", true).to_string(),
-            "a\\r\nb\\u{1b}"
-        );
-        let long = "x".repeat(10_000);
-        assert_eq!(peer_text(&long, false).to_string(), long);
-    }
-
-    #[test]
-    fn the_first_warnings_are_logged_then_one_per_power_of_two_with_a_count() {
-        let mut limiter = WarnLimiter::default();
-        let verdicts: Vec<Option<u64>> = (1..=40)
-            .map(|_| limiter.check().map(Suppressed::count))
-            .collect();
-        let logged: Vec<(usize, u64)> = verdicts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| v.map(|n| (i + 1, n)))
-            .collect();
-        assert_eq!(
-            logged,
-            [
-                (1, 0),
-                (2, 0),
-                (3, 0),
-                (4, 0),
-                (5, 0),
-                (8, 2),
-                (16, 7),
-                (32, 15)
-            ]
-        );
-        // 33rd to 40th: counted, and reported when the connection ends.
-        assert_eq!(limiter.take_suppressed().map(Suppressed::count), Some(8));
-        assert_eq!(limiter.take_suppressed(), None);
-    }
-
-    #[test]
-    fn a_flood_of_a_million_warnings_costs_about_twenty_lines_and_loses_no_count() {
-        let mut limiter = WarnLimiter::default();
-        let mut lines = 0;
-        let mut accounted = 0;
-        for _ in 0..1_000_000 {
-            if let Some(note) = limiter.check() {
-                lines += 1;
-                accounted += 1 + note.count();
-            }
-        }
-        accounted += limiter.take_suppressed().map_or(0, Suppressed::count);
-        assert_eq!(lines, 5 + 17); // 8, 16, …, 2^19
-        assert_eq!(accounted, 1_000_000);
-    }
-
-    #[test]
-    fn suppressed_note_reads_as_a_suffix() {
-        assert_eq!(Suppressed(0).to_string(), "");
-        assert_eq!(
-            Suppressed(7).to_string(),
-            "; 7 more warnings from this connection suppressed"
-        );
-    }
-
-    #[test]
-    fn dropped_lines_are_reported_once_the_count_settles() {
-        let mut report = DropReport::default();
-        assert_eq!(report.due(0), None);
-        // Dropping: no report while the count still grows.
-        assert_eq!(report.due(10), None);
-        assert_eq!(report.due(50), None);
-        // Settled: report all 50.
-        assert_eq!(report.due(50), Some(50));
-        report.sent(50, 50);
-        assert_eq!(report.due(50), None);
-        // More drops later: only the new ones.
-        assert_eq!(report.due(60), None);
-        assert_eq!(report.due(60), Some(10));
-        // The report line itself was dropped: it counts, and comes again once settled.
-        report.sent(60, 61);
-        assert_eq!(report.due(61), Some(11));
-        report.sent(61, 61);
-        assert_eq!(report.due(61), None);
-        assert_eq!(report.due_at_exit(61), None);
-        assert_eq!(report.due_at_exit(70), Some(9));
     }
 }

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use signalling::config::{self, LoadError, Loaded};
+use signalling::logging::Settings;
 use signalling::server::Server;
 
 fn main() -> ExitCode {
@@ -18,7 +19,13 @@ fn main() -> ExitCode {
         }
     };
     // Declared before the runtime, so dropped after it: the last lines are flushed on exit.
-    let logging = signalling::logging::init(config.log_level);
+    let logging = match signalling::logging::init(&Settings::from_config(&config)) {
+        Ok(logging) => logging,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     for warning in &warnings {
         tracing::warn!("{warning}");
     }

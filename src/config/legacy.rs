@@ -76,8 +76,6 @@ const NOT_YET: &str = "it is not implemented in this version";
 /// the loader's own flags and not here.
 pub(crate) const LEGACY: &[Legacy] = &[
     // Wilbur (SignallingWebServer/src/index.ts, UE5.5 to master).
-    flag("log_folder", Wilbur, Unsupported(NOT_YET)),
-    flag("log_level_file", Wilbur, Unsupported(NOT_YET)),
     switch("serve", Wilbur, Unsupported(NOT_YET)),
     flag("http_root", Wilbur, Quiet),
     flag("homepage", Wilbur, Quiet),
@@ -141,7 +139,7 @@ pub(crate) const LEGACY: &[Legacy] = &[
     switch("EnableWebserver", Cirrus, Unsupported(NOT_YET)),
     flag("HomepageFile", Cirrus, Quiet),
     flag("AdditionalRoutes", Cirrus, Unsupported(NOT_YET)),
-    switch("LogToFile", Cirrus, Unsupported(NOT_YET)),
+    switch("LogToFile", Cirrus, Convert("log_folder", log_to_file)),
     switch(
         "LogVerbose",
         Cirrus,
@@ -163,6 +161,11 @@ pub(crate) const LEGACY: &[Legacy] = &[
         ),
     ),
 ];
+
+/// Cirrus's `LogToFile: true` wrote daily files under `logs/` beside cirrus.js.
+fn log_to_file(value: &Value) -> Option<Value> {
+    asks_for_something(value).then(|| Value::from("logs"))
+}
 
 /// Cirrus's `LogVerbose: true` logged every signalling message in full.
 fn log_verbose(value: &Value) -> Option<Value> {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -45,7 +46,7 @@ macro_rules! has_kind {
 has_kind!(Bool: bool);
 has_kind!(Int: u16, u32, u64, usize, Option<u32>);
 has_kind!(Seconds: Duration);
-has_kind!(Text: String, IpAddr, PlayerIdStyle, LogLevel, ConsoleMessages, LogFormat);
+has_kind!(Text: String, PathBuf, IpAddr, PlayerIdStyle, LogLevel, ConsoleMessages, LogFormat);
 has_kind!(List: Vec<String>);
 has_kind!(Json: Map<String, Value>, BTreeMap<String, String>);
 
@@ -190,6 +191,14 @@ keys! {
             "Least severe log level shown on stderr; RUST_LOG overrides it",
         console_messages: ConsoleMessages ["DETAIL" bare = "basic"]
             "Log signalling messages: off, basic, verbose or formatted (bare: basic)",
+        log_format: LogFormat ["FORMAT"]
+            "stderr's lines: text, or json (one object per line, as in the log files)",
+        log_folder: PathBuf ["PATH"]
+            "Folder of the daily log files (server-YYYY-MM-DD.log, JSON lines); empty writes none",
+        log_level_file: LogLevel ["LEVEL"]
+            "Least severe level written to the log files",
+        log_retention_days: u32 ["DAYS"]
+            "Days of log files kept, today's included; 0 keeps all",
         log_config: bool ["BOOL" bare = "true"]
             "Log the effective configuration at start, secrets redacted",
         rest_api: bool ["BOOL" bare = "true"]
@@ -315,10 +324,12 @@ pub enum ConsoleMessages {
     Formatted,
 }
 
-/// How log lines are written.
+/// How lines on stderr are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// For a person: time, level, span fields and message.
     Text,
+    /// One JSON object per line, as in the log files (for journald, `docker logs`).
     Json,
 }

@@ -43,7 +43,25 @@ pub(crate) async fn start_logged(
     SocketAddr,
     Vec<String>,
 ) {
-    let mut child = binary()
+    start_logged_in(None, extra).await
+}
+
+/// [`start_logged`] with `dir` as the working directory (where relative paths lead).
+pub(crate) async fn start_logged_in(
+    dir: Option<&std::path::Path>,
+    extra: &[&str],
+) -> (
+    tokio::process::Child,
+    Lines,
+    SocketAddr,
+    SocketAddr,
+    Vec<String>,
+) {
+    let mut command = binary();
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut child = command
         .args(LOOPBACK)
         .args(extra)
         .stderr(Stdio::piped())

@@ -5,10 +5,25 @@
 use std::net::{Ipv6Addr, SocketAddr};
 use std::process::Stdio;
 
-use crate::binary::{binary, start_logged};
+use std::path::PathBuf;
+
+use crate::binary::{binary, start_logged, start_logged_in};
 use crate::support::{CONFIG, TestPeer};
 
 const STUN: &str = r#"{"iceServers":[{"urls":["stun:stun.l.google.com:19302"]}]}"#;
+
+/// A fresh directory for one test: the binary's working directory, or its files.
+fn temp_dir(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "signalling-drop-in-{}-{name}-{n}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
 
 /// The warnings among the start-up lines.
 fn warnings(lines: &[String]) -> Vec<&String> {
@@ -17,8 +32,9 @@ fn warnings(lines: &[String]) -> Vec<&String> {
 
 /// Starts the binary with `args` after the loopback flags, checks a player gets `config` on the
 /// player port, and that the warnings are exactly one for each of `no_effect`.
-async fn starts_with(args: &[&str], no_effect: &[&str]) {
-    let (child, _lines, _streamer, player, seen) = start_logged(args).await;
+async fn starts_with(args: &[&str], no_effect: &[&str]) -> PathBuf {
+    let dir = temp_dir("cwd");
+    let (child, _lines, _streamer, player, seen) = start_logged_in(Some(&dir), args).await;
     let warned = warnings(&seen);
     for flag in no_effect {
         let about: Vec<_> = warned.iter().filter(|w| w.contains(flag)).collect();
@@ -33,6 +49,18 @@ async fn starts_with(args: &[&str], no_effect: &[&str]) {
     let config = p.recv_text().await;
     assert!(config.starts_with(r#"{"type":"config""#), "{config}");
     drop(child);
+    dir
+}
+
+/// Whether the server wrote a daily log file under `dir/logs` (Wilbur's `log_folder`, Cirrus's
+/// `LogToFile`).
+fn wrote_log_file(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir.join("logs")).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("server-") && name.ends_with(".log")
+        })
+    })
 }
 
 #[tokio::test]
@@ -88,22 +116,23 @@ async fn cirrus_start_signalling_server_sh() {
 
 #[tokio::test]
 async fn wilbur_and_cirrus_config_json() {
-    let dir = std::env::temp_dir().join(format!("signalling-drop-in-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = temp_dir("files");
     let wilbur = dir.join("wilbur.json");
     std::fs::write(&wilbur, include_str!("../fixtures/wilbur-config.json")).expect("write");
-    starts_with(
+    let cwd = starts_with(
         &["--config_file", wilbur.to_str().expect("utf-8")],
-        &["`serve`", "`log_folder`", "`log_level_file`"],
+        &["`serve`"],
     )
     .await;
+    assert!(wrote_log_file(&cwd), "Wilbur's log_folder \"logs\"");
     let cirrus = dir.join("cirrus.json");
     std::fs::write(&cirrus, include_str!("../fixtures/cirrus-config.json")).expect("write");
-    starts_with(
+    let cwd = starts_with(
         &["--configFile", cirrus.to_str().expect("utf-8")],
-        &["`LogToFile`", "`EnableWebserver`"],
+        &["`EnableWebserver`"],
     )
     .await;
+    assert!(wrote_log_file(&cwd), "Cirrus's LogToFile");
 }
 
 #[tokio::test]

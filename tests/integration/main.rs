@@ -17,6 +17,7 @@ mod hostile;
 mod ice_servers;
 mod legacy;
 mod liveness;
+mod log_files;
 mod logging;
 mod max_players;
 mod ping;
