@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 const EMBEDDED: &str = include_str!("../signalling.toml");
 
 /// Every configuration key, in `signalling.toml` order.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 25] = [
     "bind_address",
     "streamer_port",
     "player_port",
@@ -34,6 +34,11 @@ pub const KEYS: [&str; 20] = [
     "worker_threads",
     "log_level",
     "console_messages",
+    "serve",
+    "http_root",
+    "homepage",
+    "reverse_proxy",
+    "reverse_proxy_num_proxies",
     "sessions",
     "ice",
 ];
@@ -109,6 +114,16 @@ pub struct Config {
     pub worker_threads: usize,
     pub log_level: LogLevel,
     pub console_messages: ConsoleMessages,
+    /// Serve static files from `http_root` on the player port (Wilbur's `--serve`).
+    pub serve: bool,
+    /// The static files' folder, relative to the working directory.
+    pub http_root: PathBuf,
+    /// The file under `http_root` sent for `GET /`.
+    pub homepage: String,
+    /// Take the client's address from `X-Forwarded-For`/`Forwarded`.
+    pub reverse_proxy: bool,
+    /// Proxies trusted to append to `X-Forwarded-For` (Express's `trust proxy` number).
+    pub reverse_proxy_num_proxies: u32,
     /// The HTTP + SSE session API (`[sessions]`).
     pub sessions: SessionsConfig,
     /// STUN/TURN servers for `GET /iceServers` and the `config` message (`[ice]`).
@@ -598,6 +613,11 @@ impl Cli {
             worker_threads: self.worker_threads,
             log_level: self.log_level,
             console_messages: self.console_messages,
+            serve: None,
+            http_root: None,
+            homepage: None,
+            reverse_proxy: None,
+            reverse_proxy_num_proxies: None,
             sessions: Some(SessionsLayer {
                 cors_origins: self.cors_origins.as_deref().map(split_list),
                 idle_timeout: self.session_idle_timeout,
@@ -659,6 +679,11 @@ struct Layer {
     worker_threads: Option<usize>,
     log_level: Option<LogLevel>,
     console_messages: Option<ConsoleMessages>,
+    serve: Option<bool>,
+    http_root: Option<PathBuf>,
+    homepage: Option<String>,
+    reverse_proxy: Option<bool>,
+    reverse_proxy_num_proxies: Option<u32>,
     sessions: Option<SessionsLayer>,
     ice: Option<IceLayer>,
 }
@@ -992,6 +1017,13 @@ impl Layer {
             worker_threads: top.worker_threads.or(self.worker_threads),
             log_level: top.log_level.or(self.log_level),
             console_messages: top.console_messages.or(self.console_messages),
+            serve: top.serve.or(self.serve),
+            http_root: top.http_root.or(self.http_root),
+            homepage: top.homepage.or(self.homepage),
+            reverse_proxy: top.reverse_proxy.or(self.reverse_proxy),
+            reverse_proxy_num_proxies: top
+                .reverse_proxy_num_proxies
+                .or(self.reverse_proxy_num_proxies),
             sessions: overlay_section(self.sessions, top.sessions, SessionsLayer::overlay),
             ice: overlay_section(self.ice, top.ice, IceLayer::overlay),
         }
@@ -1018,6 +1050,14 @@ impl Layer {
             worker_threads: get(self.worker_threads, "worker_threads")?,
             log_level: get(self.log_level, "log_level")?,
             console_messages: get(self.console_messages, "console_messages")?,
+            serve: get(self.serve, "serve")?,
+            http_root: get(self.http_root, "http_root")?,
+            homepage: get(self.homepage, "homepage")?,
+            reverse_proxy: get(self.reverse_proxy, "reverse_proxy")?,
+            reverse_proxy_num_proxies: get(
+                self.reverse_proxy_num_proxies,
+                "reverse_proxy_num_proxies",
+            )?,
             sessions: get(self.sessions, "sessions")?.build()?,
             ice: get(self.ice, "ice")?.build()?,
         })

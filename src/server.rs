@@ -18,6 +18,10 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::connection::{ConnectionSettings, Shared};
 use crate::http::api::Api;
+use crate::http::client_addr::ReverseProxy;
+use crate::http::cors::{Cors, CorsError};
+use crate::http::static_files::StaticFiles;
+use crate::http::{Site, Web};
 use crate::ice::{Ice, LiveIce};
 use crate::listener::{self, Acceptor};
 use crate::router::{IceSource, Role, RouterConfig};
@@ -39,6 +43,8 @@ pub enum ServerError {
     },
     #[error("peer_options cannot be serialized: {0}")]
     PeerOptions(serde_json::Error),
+    #[error("{0}")]
+    Cors(#[from] CorsError),
 }
 
 /// A server whose listeners are bound; [`Server::run`] serves them.
@@ -48,7 +54,26 @@ pub struct Server {
     streamer: TcpListener,
     player: TcpListener,
     sfu: TcpListener,
+    site: Site,
     shutdown: CancellationToken,
+}
+
+/// The player port's plain-HTTP settings from the configuration. CORS and Cirrus's
+/// `AdditionalRoutes` have no keys yet (the configuration is being redesigned): they stay off.
+fn web(config: &Config) -> Web {
+    Web {
+        static_files: StaticFiles {
+            enabled: config.serve,
+            root: config.http_root.clone(),
+            homepage: config.homepage.clone(),
+            additional_routes: Vec::new(),
+        },
+        cors: Cors::default(),
+        reverse_proxy: ReverseProxy {
+            enabled: config.reverse_proxy,
+            num_proxies: config.reverse_proxy_num_proxies,
+        },
+    }
 }
 
 async fn bind(
@@ -77,6 +102,7 @@ async fn bind(
 impl Server {
     /// Binds the streamer, player and SFU ports (port 0 picks an ephemeral port).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let site = web(&config).build()?;
         let streamer = bind(&config, "streamer", config.streamer_port, "--streamer_port").await?;
         let player = bind(&config, "player", config.player_port, "--player_port").await?;
         let sfu = bind(&config, "SFU", config.sfu_port, "--sfu_port").await?;
@@ -85,6 +111,7 @@ impl Server {
             streamer,
             player,
             sfu,
+            site,
             shutdown: CancellationToken::new(),
         })
     }
@@ -178,7 +205,12 @@ impl Server {
             Role::Sfu,
             acceptor.clone(),
         ));
-        tracker.spawn(crate::http::serve(self.player, acceptor.clone(), api));
+        tracker.spawn(crate::http::serve(
+            self.player,
+            acceptor.clone(),
+            api,
+            self.site,
+        ));
         drop(acceptor);
 
         tokio::select! {

@@ -21,12 +21,25 @@ const MAX_HEADERS: usize = 32;
 /// What a complete request head asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Head {
-    /// A valid WebSocket upgrade: the response to send, and where the head ends.
-    Upgrade { response: String, head_len: usize },
+    /// A valid WebSocket upgrade: the response to send, where the head ends, and the
+    /// forwarding headers (read only with `reverse_proxy` on).
+    Upgrade {
+        response: String,
+        head_len: usize,
+        forwarding: Forwarding,
+    },
     /// An upgrade that cannot be accepted: a 400 with this reason.
     Reject(&'static str),
     /// Anything else, including what does not parse: hyper answers it.
     Other,
+}
+
+/// The `X-Forwarded-For` and `Forwarded` header lines of an upgrade, in order; empty (and not
+/// allocated) when the request has none.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    pub x_forwarded_for: Vec<Vec<u8>>,
+    pub forwarded: Vec<Vec<u8>>,
 }
 
 /// Classifies the bytes read so far; `None` while the head is incomplete.
@@ -75,7 +88,15 @@ pub fn classify(buf: &[u8]) -> Option<Head> {
         response.push_str("\r\n");
     }
     response.push_str("\r\n");
-    Some(Head::Upgrade { response, head_len })
+    let forwarding = Forwarding {
+        x_forwarded_for: values("x-forwarded-for").map(<[u8]>::to_vec).collect(),
+        forwarded: values("forwarded").map(<[u8]>::to_vec).collect(),
+    };
+    Some(Head::Upgrade {
+        response,
+        head_len,
+        forwarding,
+    })
 }
 
 /// A 400 for a refused upgrade, closing the connection.
@@ -181,7 +202,9 @@ mod tests {
 
     fn upgrade_response(head: &str) -> (String, usize) {
         match classify(head.as_bytes()) {
-            Some(Head::Upgrade { response, head_len }) => (response, head_len),
+            Some(Head::Upgrade {
+                response, head_len, ..
+            }) => (response, head_len),
             other => panic!("expected an upgrade, got {other:?}"),
         }
     }
@@ -200,6 +223,28 @@ mod tests {
         assert!(response.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(response.ends_with("\r\n\r\n"));
         assert!(!response.contains("sec-websocket-protocol"));
+    }
+
+    #[test]
+    fn forwarding_headers_are_kept_in_order() {
+        let head = format!(
+            "{UPGRADE}X-Forwarded-For: 1.0.0.1, 1.0.0.2\r\nforwarded: for=1.0.0.9\r\nx-forwarded-for: 1.0.0.3\r\n\r\n"
+        );
+        let Some(Head::Upgrade { forwarding, .. }) = classify(head.as_bytes()) else {
+            panic!("an upgrade");
+        };
+        assert_eq!(
+            forwarding,
+            Forwarding {
+                x_forwarded_for: vec![b"1.0.0.1, 1.0.0.2".to_vec(), b"1.0.0.3".to_vec()],
+                forwarded: vec![b"for=1.0.0.9".to_vec()],
+            }
+        );
+        let Some(Head::Upgrade { forwarding, .. }) = classify(format!("{UPGRADE}\r\n").as_bytes())
+        else {
+            panic!("an upgrade");
+        };
+        assert_eq!(forwarding, Forwarding::default());
     }
 
     #[test]
