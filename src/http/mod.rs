@@ -357,3 +357,6 @@ async fn serve_http<S>(
         () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
     }
 }
+
+#[cfg(test)]
+mod tests;
