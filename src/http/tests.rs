@@ -364,6 +364,31 @@ async fn precompressed_variants_follow_accept_encoding() {
 }
 
 #[tokio::test]
+async fn a_variant_of_the_same_size_and_time_has_its_own_etag() {
+    let (dir, root) = site_dir();
+    let same_time =
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for name in ["www/same.css", "www/same.css.gz"] {
+        let path = dir.write(name, b"16 bytes of css.");
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(same_time)
+            .unwrap();
+    }
+    let app = TestApp::new(&serving(&root));
+    let (_, plain, _) = app.get("/same.css", &[]).await;
+    let (_, gzip, _) = app.get("/same.css", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(header(&gzip, "content-encoding"), Some("gzip"));
+    assert_eq!(
+        header(&plain, "last-modified"),
+        header(&gzip, "last-modified")
+    );
+    assert_ne!(header(&plain, "etag"), header(&gzip, "etag"));
+}
+
+#[tokio::test]
 async fn etag_revalidation_is_304() {
     let (dir, root) = site_dir();
     let app = TestApp::new(&serving(&root));
