@@ -570,7 +570,8 @@ fn startup_warns_about_a_missing_root_and_homepage() {
     let warnings = files.startup_warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains("D:\\\\PixelStreamingInfrastructure"),
+        warnings[0].contains("http_root \"D:\\\\PixelStreamingInfrastructure")
+            && warnings[0].contains("is not a folder"),
         "names the folder: {warnings:?}"
     );
     files.additional_routes = vec![("/x".to_owned(), PathBuf::from("no/such/folder"))];
