@@ -488,7 +488,14 @@ async fn serving_off_serves_nothing() {
     let mut web = serving(&root);
     web.static_files.enabled = false;
     let app = TestApp::new(&web);
-    for path in ["/", "/player.html", "/app.js"] {
+    // With nothing served, a bad path is just another 404 (and no warning).
+    for path in [
+        "/",
+        "/player.html",
+        "/app.js",
+        "/../secret.txt",
+        "/%2e%2e/x",
+    ] {
         let (status, _, body) = app.get(path, &[]).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(body, b"not found\n", "{path}");

@@ -12,7 +12,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::binary::{next_line, start};
+use crate::binary::{next_line, start, start_logged};
 use crate::support::{self, CONFIG, TIMEOUT, TestPeer, TestServer};
 
 /// A folder for one test, removed on drop.
@@ -260,4 +260,30 @@ async fn a_players_logged_address_is_the_forwarded_one_behind_a_proxy() {
         .expect("connect within the timeout")
         .expect("connect");
     assert!(logged_remote(&mut lines).await.starts_with("127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn a_missing_http_root_is_one_warning_at_start_naming_it() {
+    let dir = TempDir::new("missing-root");
+    let config = dir.0.join("serve.toml");
+    // Epic's shipped config.json names a Windows folder.
+    std::fs::write(
+        &config,
+        "serve = true\nhttp_root = 'D:\\PixelStreamingInfrastructure\\SignallingWebServer\\www'\n",
+    )
+    .expect("write");
+    let path = config.to_str().expect("UTF-8 path");
+    let (_child, _lines, _, player, seen) = start_logged(&["--config", path]).await;
+    let warnings: Vec<_> = seen.iter().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{seen:#?}");
+    assert!(
+        warnings[0].contains("PixelStreamingInfrastructure")
+            && warnings[0].contains("http_root")
+            && warnings[0].contains("is not a folder"),
+        "{warnings:?}"
+    );
+    // The server runs: players connect, files are 404.
+    let mut p = TestPeer::connect(player, "player").await;
+    p.expect_text(CONFIG).await;
+    assert_eq!(get(&format!("http://{player}/")).await.0, 404);
 }
