@@ -79,7 +79,33 @@ async fn static_files_and_player_websockets_share_the_port_and_its_paths() {
         content_type.starts_with("text/javascript"),
         "{content_type}"
     );
+    // Epic's frontend is opened with query parameters.
+    let (status, _, body) = get(&format!("{base}/?StreamerId=DefaultStreamer&AutoConnect")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "<html>the player page</html>")
+    );
     assert_eq!(get(&format!("{base}/missing.js")).await.0, 404);
+    // Traversal as it comes on the wire (an HTTP client library would resolve it first).
+    std::fs::write(dir.0.join("secret.txt"), "SECRET").expect("write");
+    for target in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/..%2fsecret.txt",
+        "/..%5csecret.txt",
+        "/..\\secret.txt",
+    ] {
+        let mut tcp = TcpStream::connect(server.player).await.expect("connect");
+        let request = format!("GET {target} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        timeout(TIMEOUT, tcp.read_to_string(&mut answer))
+            .await
+            .expect("an answer within the timeout")
+            .expect("read");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+        assert!(!answer.contains("SECRET"), "{target}: {answer}");
+    }
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
 
