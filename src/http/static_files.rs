@@ -183,7 +183,8 @@ fn percent_decode(bytes: &[u8]) -> Vec<u8> {
 
 /// The static side's handler: the fallback of the player port's routes.
 pub(crate) async fn serve(files: Arc<Files>, request: Request) -> Response {
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+    let serving = files.root.is_some() || !files.routes.is_empty();
+    if !serving || !matches!(*request.method(), Method::GET | Method::HEAD) {
         return super::not_found().await;
     }
     let path = request.uri().path().to_owned();
