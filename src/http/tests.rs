@@ -440,6 +440,17 @@ async fn etag_revalidation_is_304() {
 }
 
 #[tokio::test]
+async fn a_range_has_the_whole_files_etag() {
+    let (_dir, root) = site_dir();
+    let app = TestApp::new(&serving(&root));
+    let (_, whole, _) = app.get("/app.js", &[]).await;
+    let (status, part, body) = app.get("/app.js", &[("range", "bytes=0-6")]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, b"console");
+    assert_eq!(header(&part, "etag"), header(&whole, "etag"));
+}
+
+#[tokio::test]
 async fn if_modified_since_is_304() {
     let (_dir, root) = site_dir();
     let app = TestApp::new(&serving(&root));
