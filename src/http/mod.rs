@@ -268,18 +268,18 @@ async fn serve_socket(
         }
     };
     match head_kind {
-        upgrade::Head::Upgrade {
-            response,
-            head_len,
-            forwarding,
-        } => {
-            let remote = resolve_client(
-                hops,
-                remote,
-                forwarding.x_forwarded_for.iter().map(Vec::as_slice),
-                forwarding.forwarded.iter().map(Vec::as_slice),
-            );
-            drop(forwarding);
+        upgrade::Head::Upgrade { response, head_len } => {
+            let remote = if hops == 0 {
+                remote
+            } else {
+                let forwarding = upgrade::forwarding(head.get(..head_len).unwrap_or(&head));
+                resolve_client(
+                    hops,
+                    remote,
+                    forwarding.x_forwarded_for.iter().map(Vec::as_slice),
+                    forwarding.forwarded.iter().map(Vec::as_slice),
+                )
+            };
             if let Err(e) = stream.write_all(response.as_bytes()).await {
                 debug!(%remote, "player upgrade failed: {e}");
                 return;

@@ -21,25 +21,42 @@ const MAX_HEADERS: usize = 32;
 /// What a complete request head asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Head {
-    /// A valid WebSocket upgrade: the response to send, where the head ends, and the
-    /// forwarding headers (read only with `reverse_proxy` on).
-    Upgrade {
-        response: String,
-        head_len: usize,
-        forwarding: Forwarding,
-    },
+    /// A valid WebSocket upgrade: the response to send, and where the head ends.
+    Upgrade { response: String, head_len: usize },
     /// An upgrade that cannot be accepted: a 400 with this reason.
     Reject(&'static str),
     /// Anything else, including what does not parse: hyper answers it.
     Other,
 }
 
-/// The `X-Forwarded-For` and `Forwarded` header lines of an upgrade, in order; empty (and not
-/// allocated) when the request has none.
+/// The `X-Forwarded-For` and `Forwarded` header lines of a request head, in order.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Forwarding {
     pub x_forwarded_for: Vec<Vec<u8>>,
     pub forwarded: Vec<Vec<u8>>,
+}
+
+/// The forwarding headers of a complete head [`classify`] accepted as an upgrade. Parsed again
+/// only when `reverse_proxy` is on, so that [`Head`] (kept in every player connection's task)
+/// stays as small as it was.
+pub fn forwarding(head: &[u8]) -> Forwarding {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    if request.parse(head).is_err() {
+        return Forwarding::default();
+    }
+    let lines = |name: &str| {
+        request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.to_vec())
+            .collect()
+    };
+    Forwarding {
+        x_forwarded_for: lines("x-forwarded-for"),
+        forwarded: lines("forwarded"),
+    }
 }
 
 /// Classifies the bytes read so far; `None` while the head is incomplete.
@@ -88,15 +105,7 @@ pub fn classify(buf: &[u8]) -> Option<Head> {
         response.push_str("\r\n");
     }
     response.push_str("\r\n");
-    let forwarding = Forwarding {
-        x_forwarded_for: values("x-forwarded-for").map(<[u8]>::to_vec).collect(),
-        forwarded: values("forwarded").map(<[u8]>::to_vec).collect(),
-    };
-    Some(Head::Upgrade {
-        response,
-        head_len,
-        forwarding,
-    })
+    Some(Head::Upgrade { response, head_len })
 }
 
 /// A 400 for a refused upgrade, closing the connection.
@@ -202,9 +211,7 @@ mod tests {
 
     fn upgrade_response(head: &str) -> (String, usize) {
         match classify(head.as_bytes()) {
-            Some(Head::Upgrade {
-                response, head_len, ..
-            }) => (response, head_len),
+            Some(Head::Upgrade { response, head_len }) => (response, head_len),
             other => panic!("expected an upgrade, got {other:?}"),
         }
     }
@@ -230,21 +237,21 @@ mod tests {
         let head = format!(
             "{UPGRADE}X-Forwarded-For: 1.0.0.1, 1.0.0.2\r\nforwarded: for=1.0.0.9\r\nx-forwarded-for: 1.0.0.3\r\n\r\n"
         );
-        let Some(Head::Upgrade { forwarding, .. }) = classify(head.as_bytes()) else {
-            panic!("an upgrade");
-        };
+        assert!(matches!(
+            classify(head.as_bytes()),
+            Some(Head::Upgrade { .. })
+        ));
         assert_eq!(
-            forwarding,
+            forwarding(head.as_bytes()),
             Forwarding {
                 x_forwarded_for: vec![b"1.0.0.1, 1.0.0.2".to_vec(), b"1.0.0.3".to_vec()],
                 forwarded: vec![b"for=1.0.0.9".to_vec()],
             }
         );
-        let Some(Head::Upgrade { forwarding, .. }) = classify(format!("{UPGRADE}\r\n").as_bytes())
-        else {
-            panic!("an upgrade");
-        };
-        assert_eq!(forwarding, Forwarding::default());
+        assert_eq!(
+            forwarding(format!("{UPGRADE}\r\n").as_bytes()),
+            Forwarding::default()
+        );
     }
 
     #[test]
