@@ -105,6 +105,31 @@ pub fn app(acceptor: Acceptor, api: api::Api, site: &Site) -> axum::Router {
         ))
 }
 
+/// What each player-port connection needs besides the routes.
+#[derive(Debug)]
+struct Port {
+    /// A response write that makes no progress for this long closes the connection.
+    write_timeout: Duration,
+    /// Reverse proxies trusted ([`ReverseProxy::hops`]).
+    hops: u32,
+}
+
+/// The client's address for an upgrade whose request head is `head`. Not inlined into
+/// [`serve_socket`], whose future every player connection holds: its locals would make it larger.
+#[inline(never)]
+fn upgrade_client(hops: u32, socket: SocketAddr, head: &[u8]) -> SocketAddr {
+    if hops == 0 {
+        return socket;
+    }
+    let forwarding = upgrade::forwarding(head);
+    resolve_client(
+        hops,
+        socket,
+        forwarding.x_forwarded_for.iter().map(Vec::as_slice),
+        forwarding.forwarded.iter().map(Vec::as_slice),
+    )
+}
+
 /// The client's address for a request from `socket` with these forwarding header lines.
 fn resolve_client<'a, X, F>(
     hops: u32,
@@ -210,8 +235,12 @@ fn upgrade(acceptor: Acceptor, mut request: Request) -> Response {
 
 /// Serves HTTP on the player port until shutdown.
 pub async fn serve(listener: TcpListener, acceptor: Acceptor, api: api::Api, site: Site) {
-    let write_timeout = api.settings.stream_write_timeout;
-    let hops = site.hops;
+    // One Arc for both: every player connection's task keeps serve_socket's arguments for its
+    // whole life, and 8 more bytes there cost a 128-byte step of tokio's task cell.
+    let port = Arc::new(Port {
+        write_timeout: api.settings.stream_write_timeout,
+        hops: site.hops,
+    });
     let app = app(acceptor.clone(), api, &site);
     loop {
         let accepted = tokio::select! {
@@ -232,22 +261,20 @@ pub async fn serve(listener: TcpListener, acceptor: Acceptor, api: api::Api, sit
             remote,
             app.clone(),
             acceptor.clone(),
-            write_timeout,
-            hops,
+            port.clone(),
         ));
     }
 }
 
 /// One player-port connection: a WebSocket upgrade becomes a player connection directly (see
 /// [`upgrade`]); anything else is served by hyper and the routes of [`app`], with
-/// `write_timeout` on its writes.
+/// the port's `write_timeout` on its writes.
 async fn serve_socket(
     mut stream: TcpStream,
     remote: SocketAddr,
     app: axum::Router,
     acceptor: Acceptor,
-    write_timeout: Duration,
-    hops: u32,
+    port: Arc<Port>,
 ) {
     let shutdown = acceptor.shared.shutdown.clone();
     let mut head = Vec::with_capacity(1024);
@@ -269,17 +296,7 @@ async fn serve_socket(
     };
     match head_kind {
         upgrade::Head::Upgrade { response, head_len } => {
-            let remote = if hops == 0 {
-                remote
-            } else {
-                let forwarding = upgrade::forwarding(head.get(..head_len).unwrap_or(&head));
-                resolve_client(
-                    hops,
-                    remote,
-                    forwarding.x_forwarded_for.iter().map(Vec::as_slice),
-                    forwarding.forwarded.iter().map(Vec::as_slice),
-                )
-            };
+            let remote = upgrade_client(port.hops, remote, head.get(..head_len).unwrap_or(&head));
             if let Err(e) = stream.write_all(response.as_bytes()).await {
                 debug!(%remote, "player upgrade failed: {e}");
                 return;
@@ -306,8 +323,12 @@ async fn serve_socket(
         upgrade::Head::Other => {
             // Boxed: hyper's connection future is large, and inline it would make every player
             // connection's task as big as an HTTP one.
-            let io = WriteTimeout::new(upgrade::Rewind::new(head, stream), write_timeout, remote);
-            Box::pin(serve_http(io, remote, app, shutdown, hops)).await;
+            let io = WriteTimeout::new(
+                upgrade::Rewind::new(head, stream),
+                port.write_timeout,
+                remote,
+            );
+            Box::pin(serve_http(io, remote, app, shutdown, port.hops)).await;
         }
     }
 }
