@@ -20,6 +20,10 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::connection::{ConnectionSettings, Shared};
 use crate::http::api::Api;
+use crate::http::client_addr::ReverseProxy;
+use crate::http::cors::{Cors, CorsError};
+use crate::http::static_files::StaticFiles;
+use crate::http::{Site, Web};
 use crate::ice::{Ice, LiveIce};
 use crate::listener::{self, Acceptor};
 use crate::matchmaker::{self, MatchmakerSettings};
@@ -42,6 +46,8 @@ pub enum ServerError {
     },
     #[error("peer_options cannot be serialized: {0}")]
     PeerOptions(serde_json::Error),
+    #[error("{0}")]
+    Cors(#[from] CorsError),
 }
 
 /// A server whose listeners are bound; [`Server::run`] serves them.
@@ -51,7 +57,35 @@ pub struct Server {
     streamer: TcpListener,
     player: TcpListener,
     sfu: TcpListener,
+    site: Site,
     shutdown: CancellationToken,
+}
+
+/// The player port's plain-HTTP settings from the configuration.
+fn web(config: &Config) -> Web {
+    Web {
+        static_files: StaticFiles {
+            enabled: config.serve,
+            root: config.http_root.clone(),
+            homepage: config.homepage.clone(),
+            additional_routes: config
+                .additional_routes
+                .iter()
+                .map(|(prefix, folder)| (prefix.clone(), folder.into()))
+                .collect(),
+        },
+        cors: Cors {
+            enabled: config.cors,
+            allowed_origins: config.cors_allowed_origins.clone(),
+            allowed_methods: config.cors_allowed_methods.clone(),
+            allowed_headers: config.cors_allowed_headers.clone(),
+            credentials: config.cors_credentials,
+        },
+        reverse_proxy: ReverseProxy {
+            enabled: config.reverse_proxy,
+            num_proxies: config.reverse_proxy_num_proxies,
+        },
+    }
 }
 
 async fn bind(
@@ -110,6 +144,7 @@ fn no_ipv6(e: &io::Error) -> bool {
 impl Server {
     /// Binds the streamer, player and SFU ports (port 0 picks an ephemeral port).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let site = web(&config).build()?;
         let streamer = bind(&config, "streamer", config.streamer_port, "--streamer_port").await?;
         let player = bind(&config, "player", config.player_port, "--player_port").await?;
         let sfu = bind(&config, "SFU", config.sfu_port, "--sfu_port").await?;
@@ -118,6 +153,7 @@ impl Server {
             streamer,
             player,
             sfu,
+            site,
             shutdown: CancellationToken::new(),
         })
     }
@@ -239,7 +275,13 @@ impl Server {
         } else {
             drop(counts);
         }
-        tracker.spawn(crate::http::serve(self.player, acceptor.clone(), api, rest));
+        tracker.spawn(crate::http::serve(
+            self.player,
+            acceptor.clone(),
+            api,
+            rest,
+            self.site,
+        ));
         drop(acceptor);
 
         tokio::select! {

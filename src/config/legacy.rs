@@ -16,13 +16,7 @@ pub(crate) enum Origin {
 }
 
 #[derive(Debug, Clone, Copy)]
-#[allow(
-    dead_code,
-    reason = "Key is used as Wilbur's and Cirrus's settings get their keys"
-)]
 pub(crate) enum Effect {
-    /// Sets this key (its path) to the value as it is.
-    Key(&'static str),
     /// Sets this key to the value converted; `None` from the conversion sets nothing.
     Convert(&'static str, fn(&Value) -> Option<Value>),
     /// The value is a file's path; the file's text (trimmed) becomes this key's value.
@@ -64,37 +58,23 @@ const fn switch(name: &'static str, origin: Origin, effect: Effect) -> Legacy {
     }
 }
 
-#[allow(unused_imports, reason = "used as keys are added")]
-use Effect::{Convert, Key, Quiet, ReadFile, Refuse, Unsupported};
+use Effect::{Convert, Quiet, ReadFile, Refuse, Unsupported};
 use Origin::{Cirrus, Wilbur};
 
 const TLS: &str =
     "TLS is not built in yet; terminate TLS in a reverse proxy in front of this server";
-const NOT_YET: &str = "it is not implemented in this version";
 
 /// Every legacy name. Wilbur's `--config_file`, `--no_config` and Cirrus's `--configFile` are
 /// the loader's own flags and not here.
 pub(crate) const LEGACY: &[Legacy] = &[
     // Wilbur (SignallingWebServer/src/index.ts, UE5.5 to master).
-    switch("serve", Wilbur, Unsupported(NOT_YET)),
-    flag("http_root", Wilbur, Quiet),
-    flag("homepage", Wilbur, Quiet),
     switch("https", Wilbur, Unsupported(TLS)),
     flag("https_port", Wilbur, Quiet),
     flag("ssl_key_path", Wilbur, Quiet),
     flag("ssl_cert_path", Wilbur, Quiet),
     // Redirects plain HTTP to HTTPS only when HTTPS is on; Epic's scripts always pass it.
     switch("https_redirect", Wilbur, Quiet),
-    switch("cors", Wilbur, Unsupported(NOT_YET)),
-    flag("cors_allowed_origins", Wilbur, Quiet),
-    flag("cors_allowed_methods", Wilbur, Quiet),
-    flag("cors_allowed_headers", Wilbur, Quiet),
-    switch("cors_credentials", Wilbur, Quiet),
     flag("peer_options_file", Wilbur, ReadFile("peer_options")),
-    switch("reverse-proxy", Wilbur, Unsupported(NOT_YET)),
-    switch("reverse_proxy", Wilbur, Unsupported(NOT_YET)),
-    flag("reverse-proxy-num-proxies", Wilbur, Quiet),
-    flag("reverse_proxy_num_proxies", Wilbur, Quiet),
     switch(
         "stdin",
         Wilbur,
@@ -136,9 +116,6 @@ pub(crate) const LEGACY: &[Legacy] = &[
     flag("HTTPSKeyFile", Cirrus, Quiet),
     // Only Cirrus's client side of the frontend used it.
     switch("DisableSSLCert", Cirrus, Quiet),
-    switch("EnableWebserver", Cirrus, Unsupported(NOT_YET)),
-    flag("HomepageFile", Cirrus, Quiet),
-    flag("AdditionalRoutes", Cirrus, Unsupported(NOT_YET)),
     switch("LogToFile", Cirrus, Convert("log_folder", log_to_file)),
     switch(
         "LogVerbose",

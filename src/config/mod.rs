@@ -278,15 +278,6 @@ fn apply_legacy(
 ) -> Result<(), ConfigError> {
     let key = |path: &str| all_keys().find(|k| k.path() == path);
     match legacy.effect {
-        Effect::Key(path) => {
-            if let Some(key) = key(path) {
-                out.push(Setting {
-                    key,
-                    value,
-                    source: source.clone(),
-                });
-            }
-        }
         Effect::Convert(path, convert) => {
             if let (Some(key), Some(value)) = (key(path), convert(&value)) {
                 out.push(Setting {

@@ -187,7 +187,9 @@ fn wilbur_flags() {
     assert_eq!(config.ice.turn_secret, "s");
     assert_eq!(config.ice.credential_lifetime, Duration::from_secs(60));
     assert_eq!(self::config(&["--http_port", "8080"]).player_port, 8080);
-    assert_eq!(self::config(&["--reverse-proxy"]), Config::default());
+    let proxy = self::config(&["--reverse-proxy", "--reverse-proxy-num-proxies", "2"]);
+    assert!(proxy.reverse_proxy);
+    assert_eq!(proxy.reverse_proxy_num_proxies, 2);
 }
 
 #[test]
@@ -385,6 +387,42 @@ fn rules_between_keys() {
 }
 
 #[test]
+fn web_keys_from_flags() {
+    let c = config(&[
+        "--serve",
+        "--http_root=site",
+        "--HomepageFile",
+        "index2.html",
+        r#"--AdditionalRoutes={"/images":"img"}"#,
+        "--cors",
+        "--cors_allowed_origins",
+        "https://a.example, https://b.example",
+        "--cors_allowed_methods=GET,POST",
+        "--cors_credentials",
+    ]);
+    assert!(c.serve && c.cors && c.cors_credentials);
+    assert_eq!(c.http_root, PathBuf::from("site"));
+    assert_eq!(c.homepage, "index2.html");
+    assert_eq!(
+        c.additional_routes.get("/images").map(String::as_str),
+        Some("img")
+    );
+    assert_eq!(
+        c.cors_allowed_origins,
+        ["https://a.example", "https://b.example"]
+    );
+    assert_eq!(c.cors_allowed_methods, ["GET", "POST"]);
+    let table = Config::from_toml_str("[additional_routes]\n\"/x\" = \"y\"").expect("table");
+    assert_eq!(
+        table.additional_routes.get("/x").map(String::as_str),
+        Some("y")
+    );
+    assert!(text_error("additional_routes = { x = \"y\" }").contains("`additional_routes`"));
+    assert!(text_error("additional_routes = { \"/x\" = 1 }").contains("must be a string"));
+    assert!(config_error(&["--homepage", ""]).contains("`homepage`"));
+}
+
+#[test]
 fn cirrus_keys() {
     let c = config(&[
         "--MaxPlayerCount=5",
@@ -467,8 +505,7 @@ fn log_config_redacts_secrets() {
 fn legacy_names_point_at_declared_keys_and_clash_with_none() {
     cli::command().debug_assert();
     for entry in legacy::LEGACY {
-        if let Effect::Key(path) | Effect::Convert(path, _) | Effect::ReadFile(path) = entry.effect
-        {
+        if let Effect::Convert(path, _) | Effect::ReadFile(path) = entry.effect {
             assert!(
                 all_keys().any(|k| k.path() == path),
                 "{} points at unknown key {path}",
@@ -504,6 +541,14 @@ fn wilbur_config_json_loads_as_shipped() {
     assert_eq!(config.console_messages, ConsoleMessages::Verbose);
     assert!(config.log_config);
     assert_eq!(config.peer_options, Map::new());
+    assert!(config.serve && !config.rest_api && !config.cors && !config.reverse_proxy);
+    assert_eq!(
+        config.http_root,
+        PathBuf::from("D:\\PixelStreamingInfrastructure\\SignallingWebServer\\www")
+    );
+    assert_eq!(config.homepage, "player.html");
+    assert_eq!(config.log_folder, PathBuf::from("logs"));
+    assert!(config.cors_allowed_origins.is_empty());
     // Flags win over the file, as in Wilbur.
     let flags = self::config(&[
         "--config_file",
@@ -530,6 +575,10 @@ fn cirrus_config_json_loads() {
         ConsoleMessages::Verbose,
         "LogVerbose"
     );
+    assert_eq!(config.log_folder, PathBuf::from("logs"), "LogToFile");
+    assert!(config.serve, "EnableWebserver");
+    assert_eq!(config.max_player_count, None, "MaxPlayerCount -1");
+    assert_eq!(config.public_ip, "localhost");
     assert_eq!(
         Value::Object(config.peer_options),
         json!({"iceServers": [{"urls": ["stun:stun.l.google.com:19302"]}]})
@@ -583,7 +632,7 @@ fn toml_keys() -> BTreeMap<String, String> {
     let mut keys = BTreeMap::new();
     for (name, value) in &table {
         match value {
-            toml::Value::Table(section) if name != "peer_options" => {
+            toml::Value::Table(section) if find_key("", name).is_none() => {
                 for (inner, value) in section {
                     keys.insert(format!("{name}.{inner}"), value.to_string());
                 }

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::values::{
-    de_optional_limit, de_peer_options, de_seconds, de_unlimited, ser_optional_limit, ser_seconds,
+    de_optional_limit, de_peer_options, de_seconds, de_string_map, de_unlimited,
+    ser_optional_limit, ser_seconds,
 };
 
 /// How a key's value is written in flags and in JSON files, where every value may arrive as a
@@ -191,6 +192,29 @@ keys! {
             "Least severe log level shown on stderr; RUST_LOG overrides it",
         console_messages: ConsoleMessages ["DETAIL" bare = "basic"]
             "Log signalling messages: off, basic, verbose or formatted (bare: basic)",
+        serve: bool ["BOOL" bare = "true" alias = "EnableWebserver"]
+            "Serve static files from http_root on the player port",
+        http_root: PathBuf ["PATH"]
+            "The static files' folder, relative to the working directory",
+        homepage: String ["FILE" alias = "HomepageFile"]
+            "The file under http_root sent for GET / when it has no index.html",
+        #[serde(deserialize_with = "de_string_map")]
+        additional_routes: BTreeMap<String, String> ["JSON" alias = "AdditionalRoutes"]
+            "More folders to serve: a JSON object from URL prefix to folder (Cirrus)",
+        cors: bool ["BOOL" bare = "true"]
+            "Wilbur's CORS headers on every HTTP route but the session API's",
+        cors_allowed_origins: Vec<String> ["LIST"]
+            "Origins CORS allows, comma-separated; empty allows any",
+        cors_allowed_methods: Vec<String> ["LIST"]
+            "Methods CORS allows, comma-separated; empty is GET,HEAD,PUT,PATCH,POST,DELETE",
+        cors_allowed_headers: Vec<String> ["LIST"]
+            "Request headers CORS allows, comma-separated; empty mirrors the request's",
+        cors_credentials: bool ["BOOL" bare = "true"]
+            "Allow credentials on cross-origin requests (with listed origins only)",
+        reverse_proxy: bool ["BOOL" bare = "true"]
+            "Take the client address from X-Forwarded-For/Forwarded through trusted proxies",
+        reverse_proxy_num_proxies: u32 ["N"]
+            "Proxies trusted to append to X-Forwarded-For (0 trusts none)",
         log_format: LogFormat ["FORMAT"]
             "stderr's lines: text, or json (one object per line, as in the log files)",
         log_folder: PathBuf ["PATH"]

@@ -122,6 +122,22 @@ pub(crate) fn validate(config: &Config) -> Result<(), Invalid> {
         MAX_WORKER_THREADS,
         "",
     )?;
+    if config.homepage.trim().is_empty() {
+        return fail(
+            "homepage",
+            "must name a file (Wilbur's default is player.html)",
+        );
+    }
+    if let Some(prefix) = config
+        .additional_routes
+        .keys()
+        .find(|p| !p.starts_with('/'))
+    {
+        return fail(
+            "additional_routes",
+            format!("{prefix:?} must be a URL path starting with /, e.g. \"/images\""),
+        );
+    }
     if config.player_count_updates && !config.player_count {
         return fail(
             "player_count_updates",

@@ -2,6 +2,7 @@
 //! (from a flag, or a JSON file such as Wilbur's with `"player_port": "80"`) becomes the value
 //! its key's [`Kind`] expects.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -51,6 +52,24 @@ pub(crate) fn de_peer_options<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Map<String, Value>, D::Error> {
     json_object(Value::deserialize(deserializer)?, "peer_options").map_err(de::Error::custom)
+}
+
+/// A JSON object of strings (Cirrus's `AdditionalRoutes`), given as the object or as a string
+/// holding one.
+pub(crate) fn de_string_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = json_object(Value::deserialize(deserializer)?, "additional_routes")
+        .map_err(de::Error::custom)?;
+    map.into_iter()
+        .map(|(key, value)| match value {
+            Value::String(folder) => Ok((key, folder)),
+            other => Err(de::Error::custom(format!(
+                "the folder for {key:?} must be a string, not {}",
+                json_kind(&other)
+            ))),
+        })
+        .collect()
 }
 
 /// [`de_peer_options`]'s reading, for callers outside serde; `what` names the value in errors.

@@ -1,15 +1,21 @@
 //! The player port: an HTTP server that upgrades WebSocket requests on any path to the player
-//! protocol, serves the session API ([`api`]), Wilbur's REST API ([`rest`], when on) and
-//! answers other requests with 404.
+//! protocol, serves the session API ([`api`]), Wilbur's REST API ([`rest`], when on),
+//! `/healthz` and `/readyz` ([`health`]) and static files ([`static_files`]), with Wilbur's CORS
+//! ([`cors`]) and the client's address taken through trusted reverse proxies ([`client_addr`]).
 
 pub mod api;
+pub mod client_addr;
+pub mod cors;
+mod health;
 pub mod rest;
 #[cfg(test)]
 mod rest_tests;
+pub mod static_files;
 pub mod upgrade;
 mod write_timeout;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -24,8 +30,12 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tower_http::cors::CorsLayer;
 use tracing::{debug, warn};
 
+use self::client_addr::{Client, ReverseProxy, client_addr};
+use self::cors::{Cors, CorsError};
+use self::static_files::{Files, StaticFiles};
 use self::write_timeout::WriteTimeout;
 use crate::connection;
 use crate::listener::{Acceptor, UPGRADE_TIMEOUT, first_subprotocol};
@@ -37,20 +47,116 @@ use crate::router::Role;
 /// stream whose client stopped reading hold that much; a head never needs more than this.
 const HTTP_BUFFER: usize = 64 * 1024;
 
-/// The remote address of the TCP connection a request came on.
+/// The client's address: the TCP peer's, or with `reverse_proxy` on, the one the trusted
+/// proxies forwarded ([`client_addr`]; port 0 when they gave none).
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub SocketAddr);
 
+/// The player port's plain-HTTP settings, beside the session API's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Web {
+    pub static_files: StaticFiles,
+    pub cors: Cors,
+    pub reverse_proxy: ReverseProxy,
+}
+
+/// [`Web`] checked and built, once, at start.
+#[derive(Debug, Clone)]
+pub struct Site {
+    files: Arc<Files>,
+    cors: Option<CorsLayer>,
+    hops: u32,
+}
+
+impl Web {
+    /// Builds what the routes use; logs a warning for each static folder that is missing.
+    pub fn build(&self) -> Result<Site, CorsError> {
+        let cors = self.cors.layer()?;
+        for warning in self.static_files.startup_warnings() {
+            warn!("{warning}");
+        }
+        Ok(Site {
+            files: self.static_files.service(),
+            cors,
+            hops: self.reverse_proxy.hops(),
+        })
+    }
+}
+
 /// The player port's routes. A WebSocket upgrade is served before any route, so it works on
-/// every path, the API's included, exactly as without the API.
-pub fn app(acceptor: Acceptor, api: api::Api, rest: Option<rest::Rest>) -> axum::Router {
-    api::routes(api)
+/// every path, the API's and the static files' included. The session API keeps its own CORS
+/// (`[sessions] cors_origins`); Wilbur's CORS covers every other route: `/api`, `/healthz`,
+/// `/readyz`, static files and 404s.
+pub fn app(
+    acceptor: Acceptor,
+    api: api::Api,
+    rest: Option<rest::Rest>,
+    site: &Site,
+) -> axum::Router {
+    let shutdown = acceptor.shared.shutdown.clone();
+    let files = site.files.clone();
+    let mut web = axum::Router::new()
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route(
+            "/readyz",
+            axum::routing::get(move || health::readyz(shutdown.clone())),
+        )
         .merge(rest::routes(rest))
-        .fallback(not_found)
+        .fallback(move |request: Request| static_files::serve(files.clone(), request));
+    if let Some(cors) = &site.cors {
+        web = web.layer(cors.clone());
+    }
+    api::routes(api)
+        .merge(web)
         .layer(axum::middleware::from_fn_with_state(
             acceptor,
             upgrade_first,
         ))
+}
+
+/// What each player-port connection needs besides the routes.
+#[derive(Debug)]
+struct Port {
+    /// A response write that makes no progress for this long closes the connection.
+    write_timeout: Duration,
+    /// Reverse proxies trusted ([`ReverseProxy::hops`]).
+    hops: u32,
+}
+
+/// The client's address for an upgrade whose request head is `head`. Not inlined into
+/// [`serve_socket`], whose future every player connection holds: its locals would make it larger.
+#[inline(never)]
+fn upgrade_client(hops: u32, socket: SocketAddr, head: &[u8]) -> SocketAddr {
+    if hops == 0 {
+        return socket;
+    }
+    let forwarding = upgrade::forwarding(head);
+    resolve_client(
+        hops,
+        socket,
+        forwarding.x_forwarded_for.iter().map(Vec::as_slice),
+        forwarding.forwarded.iter().map(Vec::as_slice),
+    )
+}
+
+/// The client's address for a request from `socket` with these forwarding header lines.
+fn resolve_client<'a, X, F>(
+    hops: u32,
+    socket: SocketAddr,
+    x_forwarded_for: X,
+    forwarded: F,
+) -> SocketAddr
+where
+    X: IntoIterator<Item = &'a [u8]>,
+    X::IntoIter: DoubleEndedIterator,
+    F: IntoIterator<Item = &'a [u8]>,
+    F::IntoIter: DoubleEndedIterator,
+{
+    let client = client_addr(hops, socket, x_forwarded_for, forwarded);
+    if let Client::Malformed { entry, .. } = &client {
+        warn!(%socket, entry, "reverse_proxy: the forwarded client address is not an IP address; using the socket's");
+    }
+    client.addr()
 }
 
 async fn upgrade_first(
@@ -64,7 +170,7 @@ async fn upgrade_first(
     next.run(request).await
 }
 
-async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
@@ -143,9 +249,15 @@ pub async fn serve(
     acceptor: Acceptor,
     api: api::Api,
     rest: Option<rest::Rest>,
+    site: Site,
 ) {
-    let write_timeout = api.settings.stream_write_timeout;
-    let app = app(acceptor.clone(), api, rest);
+    // One Arc for both: every player connection's task keeps serve_socket's arguments for its
+    // whole life, and 8 more bytes there cost a 128-byte step of tokio's task cell.
+    let port = Arc::new(Port {
+        write_timeout: api.settings.stream_write_timeout,
+        hops: site.hops,
+    });
+    let app = app(acceptor.clone(), api, rest, &site);
     loop {
         let accepted = tokio::select! {
             () = acceptor.shared.shutdown.cancelled() => break,
@@ -165,20 +277,20 @@ pub async fn serve(
             remote,
             app.clone(),
             acceptor.clone(),
-            write_timeout,
+            port.clone(),
         ));
     }
 }
 
 /// One player-port connection: a WebSocket upgrade becomes a player connection directly (see
 /// [`upgrade`]); anything else is served by hyper and the routes of [`app`], with
-/// `write_timeout` on its writes.
+/// the port's `write_timeout` on its writes.
 async fn serve_socket(
     mut stream: TcpStream,
     remote: SocketAddr,
     app: axum::Router,
     acceptor: Acceptor,
-    write_timeout: Duration,
+    port: Arc<Port>,
 ) {
     let shutdown = acceptor.shared.shutdown.clone();
     let mut head = Vec::with_capacity(1024);
@@ -204,6 +316,7 @@ async fn serve_socket(
             head_len,
             opening,
         } => {
+            let remote = upgrade_client(port.hops, remote, head.get(..head_len).unwrap_or(&head));
             if let Err(e) = stream.write_all(response.as_bytes()).await {
                 debug!(%remote, "player upgrade failed: {e}");
                 return;
@@ -230,21 +343,47 @@ async fn serve_socket(
         upgrade::Head::Other => {
             // Boxed: hyper's connection future is large, and inline it would make every player
             // connection's task as big as an HTTP one.
-            let io = WriteTimeout::new(upgrade::Rewind::new(head, stream), write_timeout, remote);
-            Box::pin(serve_http(io, remote, app, shutdown)).await;
+            let io = WriteTimeout::new(
+                upgrade::Rewind::new(head, stream),
+                port.write_timeout,
+                remote,
+            );
+            Box::pin(serve_http(io, remote, app, shutdown, port.hops)).await;
         }
     }
 }
 
 /// Serves HTTP/1.1 on one connection (the session API, 404s, and upgrades that follow another
 /// request on a kept-alive connection) until it ends or the server shuts down.
-async fn serve_http<S>(io: S, remote: SocketAddr, app: axum::Router, shutdown: CancellationToken)
-where
+async fn serve_http<S>(
+    io: S,
+    remote: SocketAddr,
+    app: axum::Router,
+    shutdown: CancellationToken,
+    hops: u32,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(RemoteAddr(remote));
+            let client = if hops == 0 {
+                remote
+            } else {
+                let headers = request.headers();
+                resolve_client(
+                    hops,
+                    remote,
+                    headers
+                        .get_all("x-forwarded-for")
+                        .iter()
+                        .map(HeaderValue::as_bytes),
+                    headers
+                        .get_all(header::FORWARDED)
+                        .iter()
+                        .map(HeaderValue::as_bytes),
+                )
+            };
+            request.extensions_mut().insert(RemoteAddr(client));
             app.clone().oneshot(request.map(Body::new))
         });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -259,3 +398,6 @@ where
         () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -154,7 +154,10 @@ impl Fixture {
             settings: Arc::new(config.sessions.clone()),
         };
         let rest = settings.map(|s| Rest::new(self.router.clone(), s));
-        app(acceptor, api, rest)
+        let site = crate::http::Web::default()
+            .build()
+            .expect("default web settings");
+        app(acceptor, api, rest, &site)
     }
 }
 

@@ -35,6 +35,36 @@ pub enum Head {
     Other,
 }
 
+/// The `X-Forwarded-For` and `Forwarded` header lines of a request head, in order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    pub x_forwarded_for: Vec<Vec<u8>>,
+    pub forwarded: Vec<Vec<u8>>,
+}
+
+/// The forwarding headers of a complete head [`classify`] accepted as an upgrade. Parsed again
+/// only when `reverse_proxy` is on, so that [`Head`] (kept in every player connection's task)
+/// stays as small as it was.
+pub fn forwarding(head: &[u8]) -> Forwarding {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    if request.parse(head).is_err() {
+        return Forwarding::default();
+    }
+    let lines = |name: &str| {
+        request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.to_vec())
+            .collect()
+    };
+    Forwarding {
+        x_forwarded_for: lines("x-forwarded-for"),
+        forwarded: lines("forwarded"),
+    }
+}
+
 /// Classifies the bytes read so far; `None` while the head is incomplete.
 pub fn classify(buf: &[u8]) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -261,6 +291,28 @@ mod tests {
         assert!(response.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(response.ends_with("\r\n\r\n"));
         assert!(!response.contains("sec-websocket-protocol"));
+    }
+
+    #[test]
+    fn forwarding_headers_are_kept_in_order() {
+        let head = format!(
+            "{UPGRADE}X-Forwarded-For: 1.0.0.1, 1.0.0.2\r\nforwarded: for=1.0.0.9\r\nx-forwarded-for: 1.0.0.3\r\n\r\n"
+        );
+        assert!(matches!(
+            classify(head.as_bytes()),
+            Some(Head::Upgrade { .. })
+        ));
+        assert_eq!(
+            forwarding(head.as_bytes()),
+            Forwarding {
+                x_forwarded_for: vec![b"1.0.0.1, 1.0.0.2".to_vec(), b"1.0.0.3".to_vec()],
+                forwarded: vec![b"for=1.0.0.9".to_vec()],
+            }
+        );
+        assert_eq!(
+            forwarding(format!("{UPGRADE}\r\n").as_bytes()),
+            Forwarding::default()
+        );
     }
 
     #[test]

@@ -32,3 +32,4 @@ mod streamer_ids;
 mod streamer_leaving;
 mod transport;
 mod turn;
+mod web;
