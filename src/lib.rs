@@ -11,7 +11,9 @@
 //!   event queues) and the one task that drives it, the router's pattern again.
 //! - [`server`] binds everything, spawns the tasks and owns shutdown; at start it raises the
 //!   open-file limit (`fd_limit`).
-//! - [`config`] layers the embedded `signalling.toml`, a `--config` file and flags.
+//! - [`config`] layers the embedded `signalling.toml`, a config file (TOML, or Wilbur's or
+//!   Cirrus's JSON) and flags, every key declared once.
+//! - `matchmaker` reports to Epic's Matchmaker as Cirrus did, when asked to.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
