@@ -1,6 +1,6 @@
 //! The player port: an HTTP server that upgrades WebSocket requests on any path to the player
 //! protocol, serves the session API ([`api`]), Wilbur's REST API ([`rest`], when on),
-//! `/healthz` and `/readyz` ([`health`]) and static files ([`static_files`]), with Wilbur's CORS
+//! `/healthz` and `/readyz` (`health`) and static files ([`static_files`]), with Wilbur's CORS
 //! ([`cors`]) and the client's address taken through trusted reverse proxies ([`client_addr`]).
 
 pub mod api;
