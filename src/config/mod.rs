@@ -219,6 +219,14 @@ fn nearest_hint(name: &str) -> String {
         .unwrap_or_default()
 }
 
+fn unknown_key(key: String, source: &Source) -> ConfigError {
+    ConfigError::UnknownKey {
+        hint: nearest_hint(&key),
+        from: source.clone(),
+        key,
+    }
+}
+
 /// Our own shape (TOML, or JSON with our keys): top-level keys and section tables.
 fn native_settings(
     tree: Map<String, Value>,
@@ -239,11 +247,7 @@ fn native_settings(
             for (inner, value) in table {
                 let Some(key) = find_key(&name, &inner) else {
                     let key = format!("{name}.{inner}");
-                    return Err(ConfigError::UnknownKey {
-                        hint: nearest_hint(&key),
-                        from: source.clone(),
-                        key,
-                    });
+                    return Err(unknown_key(key, source));
                 };
                 out.push(Setting {
                     key,
@@ -252,11 +256,7 @@ fn native_settings(
                 });
             }
         } else {
-            return Err(ConfigError::UnknownKey {
-                hint: nearest_hint(&name),
-                from: source.clone(),
-                key: name,
-            });
+            return Err(unknown_key(name, source));
         }
     }
     Ok(())
@@ -346,11 +346,7 @@ fn json_settings(
             let shown = format!("`{name}` ({}) in {source}", legacy.origin);
             apply_legacy(legacy, value, source, &shown, out, warnings)?;
         } else {
-            return Err(ConfigError::UnknownKey {
-                hint: nearest_hint(&name),
-                from: source.clone(),
-                key: name,
-            });
+            return Err(unknown_key(name, source));
         }
     }
     Ok(())
