@@ -61,19 +61,10 @@ const fn switch(name: &'static str, origin: Origin, effect: Effect) -> Legacy {
 use Effect::{Convert, Quiet, ReadFile, Refuse, Unsupported};
 use Origin::{Cirrus, Wilbur};
 
-const TLS: &str =
-    "TLS is not built in yet; terminate TLS in a reverse proxy in front of this server";
-
 /// Every legacy name. Wilbur's `--config_file`, `--no_config` and Cirrus's `--configFile` are
 /// the loader's own flags and not here.
 pub(crate) const LEGACY: &[Legacy] = &[
     // Wilbur (SignallingWebServer/src/index.ts, UE5.5 to master).
-    switch("https", Wilbur, Unsupported(TLS)),
-    flag("https_port", Wilbur, Quiet),
-    flag("ssl_key_path", Wilbur, Quiet),
-    flag("ssl_cert_path", Wilbur, Quiet),
-    // Redirects plain HTTP to HTTPS only when HTTPS is on; Epic's scripts always pass it.
-    switch("https_redirect", Wilbur, Quiet),
     flag("peer_options_file", Wilbur, ReadFile("peer_options")),
     switch(
         "stdin",
@@ -110,10 +101,6 @@ pub(crate) const LEGACY: &[Legacy] = &[
         ),
     ),
     // Cirrus (cirrus.js and its config.json, UE4.27 to UE5.4).
-    switch("UseHTTPS", Cirrus, Unsupported(TLS)),
-    flag("HttpsPort", Cirrus, Quiet),
-    flag("HTTPSCertFile", Cirrus, Quiet),
-    flag("HTTPSKeyFile", Cirrus, Quiet),
     // Only Cirrus's client side of the frontend used it.
     switch("DisableSSLCert", Cirrus, Quiet),
     switch("LogToFile", Cirrus, Convert("log_folder", log_to_file)),

@@ -439,7 +439,16 @@ fn load_flags(flags: cli::Flags) -> Result<Loaded, ConfigError> {
                 .to_owned(),
         );
     }
-    for (key, value) in flags.keys {
+    // Wilbur's `--https_port` implies `--https` (commander's `implies`), as a flag only.
+    let given = |name: &str| flags.keys.iter().any(|(key, _)| key.name == name);
+    let implied_https = (given("https_port") && !given("https"))
+        .then(|| find_key("", "https"))
+        .flatten();
+    for (key, value) in flags
+        .keys
+        .into_iter()
+        .chain(implied_https.map(|k| (k, "true".to_owned())))
+    {
         settings.push(Setting {
             key,
             value: Value::String(value),

@@ -126,8 +126,16 @@ fn every_key_is_a_flag_in_both_spellings_and_both_forms() {
         };
         let flag = key.flag();
         for spelling in [flag.clone(), flag.replace('_', "-")] {
-            let separate = config(&[&format!("--{spelling}"), &value]);
-            let joined = config(&[&format!("--{spelling}={value}")]);
+            // --https_port implies --https (Wilbur's rule): state https's default beside it.
+            let off = if key.name == "https_port" {
+                &["--https", "false"][..]
+            } else {
+                &[]
+            };
+            let separate_flag = format!("--{spelling}");
+            let joined_flag = format!("--{spelling}={value}");
+            let separate = config(&[&[separate_flag.as_str(), value.as_str()][..], off].concat());
+            let joined = config(&[&[joined_flag.as_str()][..], off].concat());
             assert_eq!(separate, Config::default(), "--{spelling} {value}");
             assert_eq!(joined, Config::default(), "--{spelling}={value}");
         }
@@ -619,11 +627,48 @@ fn settings_without_effect_warn_once_and_only_when_they_ask_for_something() {
         "{w:?}"
     );
     assert_eq!(warnings(&["--stdin", "false"]), Vec::<String>::new());
-    let w = warnings(&["--UseHTTPS"]);
+}
+
+#[test]
+fn tls_flags_are_wilburs_and_cirrus_names_and_https_port_implies_https() {
+    let config = |args: &[&str]| {
+        load(args)
+            .map_err(|e| format!("{e:?}"))
+            .expect("loads")
+            .config
+    };
+    let plain = config(&["--https_redirect"]);
+    assert!(!plain.https && plain.https_redirect && plain.https_port == 443);
+    let implied = config(&["--https_port", "8443"]);
+    assert!(implied.https && implied.https_port == 8443);
+    let explicit_off = config(&["--https_port", "8443", "--https", "false"]);
+    assert!(!explicit_off.https);
+    let cirrus = config(&[
+        "--UseHTTPS",
+        "--HttpsPort",
+        "4443",
+        "--HTTPSCertFile",
+        "c.pem",
+        "--HTTPSKeyFile",
+        "k.pem",
+    ]);
+    assert!(cirrus.https && cirrus.https_port == 4443);
+    assert_eq!(cirrus.ssl_cert_path, std::path::Path::new("c.pem"));
+    assert_eq!(cirrus.ssl_key_path, std::path::Path::new("k.pem"));
+    let same = load(&[
+        "--https",
+        "--https_port",
+        "8080",
+        "--player_port",
+        "8080",
+        "--https_redirect",
+    ]);
     assert!(
-        w.len() == 1 && w[0].contains("UseHTTPS") && w[0].contains("TLS"),
-        "{w:?}"
+        format!("{:?}", same.err()).contains("https_port"),
+        "HTTPS on the player port's own number is refused"
     );
+    let bad = load(&["--frame_ancestors", "*; script-src *"]);
+    assert!(format!("{:?}", bad.err()).contains("frame_ancestors"));
 }
 
 /// The keys, and their defaults, as `signalling.toml` writes them.

@@ -238,6 +238,38 @@ keys! {
             "Seconds before reconnecting to the Matchmaker; doubles up to 30",
         public_ip: String ["ADDRESS" alias = "PublicIp" alias = "publicIp"]
             "The address the Matchmaker sends players to",
+        https: bool ["BOOL" bare = "true" alias = "UseHTTPS"]
+            "Serve players HTTPS and WSS on https_port (a --https_port flag implies it)",
+        https_port: u16 ["PORT" alias = "HttpsPort"]
+            "Port for players over HTTPS and WSS, with https on",
+        ssl_cert_path: PathBuf ["PATH" alias = "HTTPSCertFile"]
+            "PEM certificate chain, leaf first, relative to the working directory",
+        ssl_key_path: PathBuf ["PATH" alias = "HTTPSKeyFile"]
+            "PEM private key (RSA, ECDSA or Ed25519) of ssl_cert_path",
+        https_redirect: bool ["BOOL" bare = "true"]
+            "With https: keep the plain player port, HTTP requests answered 308 to HTTPS",
+        streamer_tls: bool ["BOOL" bare = "true"]
+            "TLS (wss://) on the streamer port",
+        streamer_ssl_cert_path: PathBuf ["PATH"]
+            "The streamer port's certificate chain; empty uses ssl_cert_path",
+        streamer_ssl_key_path: PathBuf ["PATH"]
+            "The streamer port's private key; empty uses ssl_key_path",
+        sfu_tls: bool ["BOOL" bare = "true"]
+            "TLS (wss://) on the SFU port",
+        sfu_ssl_cert_path: PathBuf ["PATH"]
+            "The SFU port's certificate chain; empty uses ssl_cert_path",
+        sfu_ssl_key_path: PathBuf ["PATH"]
+            "The SFU port's private key; empty uses ssl_key_path",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        hsts_max_age: Duration ["SECONDS"]
+            "Strict-Transport-Security max-age sent over HTTPS; 0 sends none",
+        frame_ancestors: String ["SOURCES"]
+            "Content-Security-Policy frame-ancestors: who may frame the pages; empty sends none",
+        player_allowed_origins: Vec<String> ["LIST"]
+            "Origins allowed to open a player WebSocket, comma-separated; empty allows any",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        handshake_timeout: Duration ["SECONDS"]
+            "Seconds a new connection has for its TLS handshake and request head",
     }
     sections {
         sessions: SessionsConfig = "sessions",

@@ -157,6 +157,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), Invalid> {
         "matchmaker_retry_interval",
         config.matchmaker_retry_interval,
     )?;
+    tls(config)?;
     sessions(&config.sessions)?;
     ice(&config.ice)?;
     // peer_options needs no check here: its type is a JSON object, and every way in rejects
@@ -225,6 +226,51 @@ fn sessions(s: &SessionsConfig) -> Result<(), Invalid> {
     at_most_a_day("sessions.keepalive", s.keepalive)?;
     at_most_a_day("sessions.stream_write_timeout", s.stream_write_timeout)?;
     origins("sessions.cors_origins", &s.cors_origins)
+}
+
+/// TLS, the security headers and the handshake.
+fn tls(config: &Config) -> Result<(), Invalid> {
+    if config.https {
+        for (key, port) in [
+            ("player_port", config.player_port),
+            ("streamer_port", config.streamer_port),
+            ("sfu_port", config.sfu_port),
+        ] {
+            if port == config.https_port
+                && port != 0
+                && (key != "player_port" || config.https_redirect)
+            {
+                return fail(
+                    "https_port",
+                    format!("({port}) is also {key}: give HTTPS a port of its own"),
+                );
+            }
+        }
+    }
+    for (key, path) in [
+        ("ssl_cert_path", &config.ssl_cert_path),
+        ("ssl_key_path", &config.ssl_key_path),
+    ] {
+        if path.as_os_str().is_empty() {
+            return fail(key, "must name a PEM file");
+        }
+    }
+    if config
+        .frame_ancestors
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b';' || b == b',')
+    {
+        return fail(
+            "frame_ancestors",
+            "must be a space-separated list of CSP sources (no ';', ',' or control characters), \
+             e.g. \"*\", \"'self'\" or \"https://app.example.com\"",
+        );
+    }
+    if config.handshake_timeout < Duration::from_millis(100) {
+        return fail("handshake_timeout", "must be at least 0.1 seconds");
+    }
+    at_most_a_day("handshake_timeout", config.handshake_timeout)?;
+    origins("player_allowed_origins", &config.player_allowed_origins)
 }
 
 /// A CORS origin list: `["*"]`, or origins written `scheme://host[:port]`.

@@ -140,20 +140,8 @@ async fn cirrus_start_signalling_server_sh() {
 
 #[tokio::test]
 async fn settings_without_effect_warn_once_each() {
-    let args = [
-        "--stdin",
-        "--save",
-        "--UseHTTPS",
-        "--https",
-        "--https_port",
-        "8443",
-    ];
-    starts_with(
-        &args,
-        &["--stdin", "--save", "--UseHTTPS", "--https "],
-        Home::NotFound,
-    )
-    .await;
+    let args = ["--stdin", "--save", "--stdin"];
+    starts_with(&args, &["--stdin", "--save"], Home::NotFound).await;
 }
 
 #[tokio::test]
