@@ -222,6 +222,10 @@ async fn serve<S>(
                     Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
                         break End::PeerClosed(None);
                     }
+                    Some(Err(WsError::Protocol(e))) => {
+                        warn!("WebSocket protocol error ({e}); closing 1002");
+                        break End::Invalid(close::PROTOCOL_ERROR);
+                    }
                     Some(Err(e)) => break End::Error(e),
                 }
             }

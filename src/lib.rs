@@ -1,8 +1,9 @@
 //! `signalling`: a Pixel Streaming signalling server.
 //!
 //! How the parts fit:
-//! - [`listener`] accepts sockets on the streamer and SFU ports; [`http`] serves the player
-//!   port (WebSocket upgrades on any path, plain HTTP otherwise).
+//! - [`accept`] turns sockets into connections on every port: TLS, the WebSocket handshake
+//!   with one set of checks, and on the player ports plain HTTP served by the axum app of
+//!   [`http`].
 //! - Each socket gets a [`connection`] task: frame limits, parsing, liveness, and a bounded
 //!   outgoing [`queue`] with its own writer.
 //! - One [`router_task`] actor owns the sans-IO [`router::Router`] (the streamer, player and SFU
@@ -16,12 +17,12 @@
 //! - `matchmaker` reports to Epic's Matchmaker as Cirrus did, when asked to.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod accept;
 pub mod config;
 pub mod connection;
 mod fd_limit;
 pub mod http;
 pub mod ice;
-pub mod listener;
 pub mod logging;
 pub(crate) mod matchmaker;
 pub mod queue;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::accept::{self, Acceptor, Port};
 use crate::config::Config;
 use crate::connection::{ConnectionSettings, Shared};
 use crate::http::api::Api;
@@ -25,7 +26,6 @@ use crate::http::cors::{Cors, CorsError};
 use crate::http::static_files::StaticFiles;
 use crate::http::{Site, Web};
 use crate::ice::{Ice, LiveIce};
-use crate::listener::{self, Acceptor};
 use crate::matchmaker::{self, MatchmakerSettings};
 use crate::router::{IceSource, Role, RouterConfig};
 use crate::router_task;
@@ -250,14 +250,15 @@ impl Server {
             tracker: tracker.clone(),
             next_conn: Arc::new(AtomicU64::new(1)),
         };
-        tracker.spawn(listener::serve_websocket(
+        let handshake_timeout = self.config.handshake_timeout;
+        tracker.spawn(accept::serve(
             self.streamer,
-            Role::Streamer,
+            Port::new("streamer", Role::Streamer, None, handshake_timeout),
             acceptor.clone(),
         ));
-        tracker.spawn(listener::serve_websocket(
+        tracker.spawn(accept::serve(
             self.sfu,
-            Role::Sfu,
+            Port::new("SFU", Role::Sfu, None, handshake_timeout),
             acceptor.clone(),
         ));
         if self.config.use_matchmaker {
@@ -275,13 +276,16 @@ impl Server {
         } else {
             drop(counts);
         }
-        tracker.spawn(crate::http::serve(
-            self.player,
-            acceptor.clone(),
-            api,
-            rest,
-            self.site,
-        ));
+        let write_timeout = api.settings.stream_write_timeout;
+        let app = crate::http::app(shutdown.clone(), api, rest, &self.site);
+        let player = Port::new("player", Role::Player, None, handshake_timeout).with_http(
+            app,
+            write_timeout,
+            &acceptor,
+            self.config.player_allowed_origins.clone(),
+            self.site.hops(),
+        );
+        tracker.spawn(accept::serve(self.player, player, acceptor.clone()));
         drop(acceptor);
 
         tokio::select! {

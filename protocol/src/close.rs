@@ -12,6 +12,11 @@ pub const STREAMER_DISCONNECTED: Close = Close {
     code: 1000,
     reason: "streamer disconnected",
 };
+/// A frame that breaks RFC 6455 (unmasked, a reserved opcode or bit, a bad control frame).
+pub const PROTOCOL_ERROR: Close = Close {
+    code: 1002,
+    reason: "protocol error",
+};
 /// Invalid UTF-8 in a text frame.
 pub const INVALID_UTF8: Close = Close {
     code: 1007,

@@ -6,7 +6,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -14,15 +13,12 @@ use protocol::Inbound;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::rest::{self, REDACTED, Rest, Settings};
 use super::{api, app};
 use crate::config::Config;
-use crate::connection::{ConnectionSettings, Shared};
 use crate::ice::Ice;
-use crate::listener::Acceptor;
 use crate::queue::{self, Limits};
 use crate::router::{ConnId, Opening, Role, RouterConfig};
 use crate::router_task::{self, Event, Frame, Gate, Outbox, RouterHandle, Urgent};
@@ -126,15 +122,6 @@ impl Fixture {
     /// The player-port app with the REST API on (`settings`) or off (`None`).
     fn app(&self, settings: Option<&Settings>) -> axum::Router {
         let config = Config::default();
-        let acceptor = Acceptor {
-            shared: Shared {
-                router: self.router.clone(),
-                settings: Arc::new(ConnectionSettings::from_config(&config)),
-                shutdown: self.shutdown.clone(),
-            },
-            tracker: TaskTracker::new(),
-            next_conn: Arc::new(AtomicU64::new(1000)),
-        };
         let (sessions, _task) = sessions::task::spawn(
             sessions::Limits {
                 max_sessions: 10,
@@ -157,7 +144,7 @@ impl Fixture {
         let site = crate::http::Web::default()
             .build()
             .expect("default web settings");
-        app(acceptor, api, rest, &site)
+        app(self.shutdown.clone(), api, rest, &site)
     }
 }
 

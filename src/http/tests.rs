@@ -9,12 +9,10 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::response::Response;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::*;
 use crate::config::Config;
-use crate::connection::{ConnectionSettings, Shared};
 use crate::ice::Ice;
 use crate::router::RouterConfig;
 use crate::sessions::{self, Limits};
@@ -94,7 +92,7 @@ impl TestApp {
 
     fn with(web: &Web, config: &Config) -> Self {
         let shutdown = CancellationToken::new();
-        let (router, _router_task) = crate::router_task::spawn(
+        let (_router, _router_task) = crate::router_task::spawn(
             RouterConfig::default(),
             config.player_protocol_ping,
             config.overflow_timeout,
@@ -119,18 +117,9 @@ impl TestApp {
             ice: Arc::new(Ice::new(&config.ice)),
             settings: Arc::new(config.sessions.clone()),
         };
-        let acceptor = Acceptor {
-            shared: Shared {
-                router,
-                settings: Arc::new(ConnectionSettings::from_config(config)),
-                shutdown: shutdown.clone(),
-            },
-            tracker: TaskTracker::new(),
-            next_conn: Arc::new(AtomicU64::new(1)),
-        };
         let site = web.build().expect("valid web settings");
         Self {
-            app: app(acceptor, api, None, &site),
+            app: app(shutdown.clone(), api, None, &site),
             shutdown,
         }
     }
@@ -553,26 +542,6 @@ async fn additional_routes_serve_their_folder_under_their_prefix() {
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = app.get("/player.html", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-}
-
-#[tokio::test]
-async fn a_websocket_upgrade_wins_over_a_file() {
-    let (_dir, root) = site_dir();
-    let app = TestApp::new(&serving(&root));
-    let upgrade = [
-        ("connection", "upgrade"),
-        ("upgrade", "websocket"),
-        ("sec-websocket-version", "13"),
-        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ];
-    for path in ["/", "/player.html", "/healthz"] {
-        let (status, headers, _) = app.get(path, &upgrade).await;
-        assert_eq!(status, StatusCode::SWITCHING_PROTOCOLS, "{path}");
-        assert_eq!(
-            header(&headers, "sec-websocket-accept"),
-            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-        );
-    }
 }
 
 #[test]

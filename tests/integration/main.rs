@@ -13,6 +13,7 @@ mod disconnect_player;
 mod drop_in;
 mod epic_client;
 mod fd_limit;
+mod handshake;
 mod hostile;
 mod ice_servers;
 mod legacy;
