@@ -104,6 +104,10 @@ fn main() -> ExitCode {
         }
     }
     for url in [&cli.streamer, &cli.player] {
+        if url.starts_with("wss://") && !cli.tls {
+            eprintln!("signalling-bench: {url}: a wss:// URL needs --tls and --tls-ca");
+            return ExitCode::from(2);
+        }
         if let Err(e) = util::check_loopback(url) {
             eprintln!("signalling-bench: {e:#}");
             return ExitCode::from(2);
