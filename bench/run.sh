@@ -7,6 +7,9 @@
 #   bench/run.sh                       # all scenarios, 3 runs each
 #   RUNS=1 bench/run.sh churn relay    # only scenarios whose name starts with these words
 #   SERVER=/path/to/other/server bench/run.sh   # same scenarios against another build
+#   TLS=1 bench/run.sh connect relay   # over TLS: a self-signed certificate made per run
+#                                      # (signalling-bench gen-cert, rcgen), the server started
+#                                      # with --https --streamer_tls --sfu_tls, every client wss://
 #   bench/run.sh --table FILE          # the medians table of JSON lines saved earlier
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +50,8 @@ for r in rows:
     label = r["scenario"]
     if label == "relay":
         label += f" at {p['rate']} msg/s" if p["rate"] else f" flat out (window {p['window']})"
+    if r.get("tls"):
+        label += " over TLS"
     groups.setdefault(label, []).append(r)
 print("\n| scenario | figure | median | runs | lost |")
 print("|---|---|---|---|---|")
@@ -102,25 +107,50 @@ wanted() {
 }
 
 run_one() {
-  local scenario=$1 log spid streamer player
+  local scenario=$1 log spid streamer player certs wait_for
+  local server_args=() bench_args=() scheme=ws
   log=$(mktemp)
+  wait_for=("SFU port listening")
+  if [ "${TLS:-0}" = 1 ]; then
+    certs=$(mktemp -d)
+    "$BENCH" gen-cert --dir "$certs"
+    server_args=(--https --https-port 0 --ssl-cert-path "$certs/cert.pem"
+      --ssl-key-path "$certs/key.pem" --streamer-tls --sfu-tls)
+    bench_args=(--tls --tls-ca "$certs/cert.pem")
+    scheme=wss
+    wait_for+=("HTTPS port listening")
+  fi
   taskset -c "$SERVER_CPU" "$SERVER" --bind-address 127.0.0.1 \
-    --streamer-port 0 --player-port 0 --sfu-port 0 >"$log" 2>&1 &
+    --streamer-port 0 --player-port 0 --sfu-port 0 "${server_args[@]}" >"$log" 2>&1 &
   spid=$!
-  # The server logs its addresses once it listens; wait for that line (at most 10 s).
+  # The server logs its addresses once it listens; wait for those lines (at most 10 s).
   for _ in $(seq 100); do
-    grep -q "SFU port listening" "$log" && break
+    local all=1
+    for line in "${wait_for[@]}"; do grep -qi "$line" "$log" || all=0; done
+    [ "$all" = 1 ] && break
     kill -0 "$spid" 2>/dev/null || { cat "$log"; return 1; }
     sleep 0.1
   done
   streamer=$(grep -o 'streamer port listening on [0-9.:]*' "$log" | awk '{print $NF}')
-  player=$(grep -o 'player port listening on [0-9.:]*' "$log" | awk '{print $NF}')
+  if [ "${TLS:-0}" = 1 ]; then
+    # With --https the players' WebSocket is on the HTTPS port.
+    player=$(grep -io 'https port listening on [0-9.:]*' "$log" | awk '{print $NF}')
+  else
+    player=$(grep -o 'player port listening on [0-9.:]*' "$log" | awk '{print $NF}')
+  fi
+  if [ -z "$streamer" ] || [ -z "$player" ]; then
+    echo "run.sh: the server did not log its listening addresses:" >&2
+    cat "$log" >&2
+    kill "$spid"
+    return 1
+  fi
   # shellcheck disable=SC2086 # the scenario is a word list
-  taskset -c "$GENERATOR_CPU" "$BENCH" --streamer "ws://$streamer" --player "ws://$player" \
-    --server-pid "$spid" $scenario | tee -a "$results" || status=$?
+  taskset -c "$GENERATOR_CPU" "$BENCH" --streamer "$scheme://$streamer" --player "$scheme://$player" \
+    "${bench_args[@]}" --server-pid "$spid" $scenario | tee -a "$results" || status=$?
   kill "$spid"
   wait "$spid" 2>/dev/null || true
   rm -f "$log"
+  [ -n "${certs:-}" ] && rm -rf "$certs"
   return "${status:-0}"
 }
 

@@ -10,8 +10,10 @@ mod hostile;
 mod peers;
 mod relay;
 mod subscribe;
+mod tls;
 mod util;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -36,6 +38,12 @@ struct Cli {
     /// Seconds any expected message may take before it counts as lost.
     #[arg(long, global = true, default_value_t = 10.0, value_parser = util::positive_seconds)]
     timeout: f64,
+    /// Connect with wss:// (a ws:// URL given is turned into wss://), trusting --tls-ca only.
+    #[arg(long, global = true, requires = "tls_ca")]
+    tls: bool,
+    /// PEM file of the certificate(s) to trust with --tls (the server's self-signed one).
+    #[arg(long, global = true, requires = "tls")]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -53,6 +61,9 @@ enum Scenario {
     /// S streamers with P paced players each, plus one player per streamer flooding 1 KiB
     /// iceCandidates without reading; the streamers may pause. Latency, losses, survivors, RSS.
     Hostile(hostile::Args),
+    /// Not a scenario: write a self-signed certificate for localhost, 127.0.0.1 and ::1
+    /// (DIR/cert.pem, DIR/key.pem) for a --tls run.
+    GenCert(tls::GenCertArgs),
 }
 
 /// What a scenario hands back for the JSON line.
@@ -68,8 +79,35 @@ pub(crate) struct Report {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Scenario::GenCert(args) = &cli.scenario {
+        return match tls::gen_cert(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("signalling-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(ca) = &cli.tls_ca {
+        match tls::client_config(ca) {
+            Ok(config) => util::set_tls(config),
+            Err(e) => {
+                eprintln!("signalling-bench: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+        for url in [&mut cli.streamer, &mut cli.player] {
+            if let Some(rest) = url.strip_prefix("ws://") {
+                *url = format!("wss://{rest}");
+            }
+        }
+    }
     for url in [&cli.streamer, &cli.player] {
+        if url.starts_with("wss://") && !cli.tls {
+            eprintln!("signalling-bench: {url}: a wss:// URL needs --tls and --tls-ca");
+            return ExitCode::from(2);
+        }
         if let Err(e) = util::check_loopback(url) {
             eprintln!("signalling-bench: {e:#}");
             return ExitCode::from(2);
@@ -84,6 +122,7 @@ fn main() -> ExitCode {
         Ok(report) => {
             let line = json!({
                 "scenario": report.scenario,
+                "tls": cli.tls,
                 "params": report.params,
                 "results": report.results,
                 "lost": report.lost,
@@ -135,6 +174,7 @@ fn run(cli: &Cli) -> Result<Report> {
             Scenario::Relay(args) => relay::run(cli, args).await,
             Scenario::Churn(args) => churn::run(cli, args).await,
             Scenario::Hostile(args) => hostile::run(cli, args).await,
+            Scenario::GenCert(_) => anyhow::bail!("gen-cert is not a scenario"),
         }
     })
 }

@@ -1,16 +1,17 @@
 //! Shared helpers: loopback URL check, `/proc` readings, latency percentiles, WebSocket IO.
 
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
+use rustls::ClientConfig;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -139,11 +140,31 @@ pub(crate) fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
     (rank(0.50), rank(0.99), rank(1.0))
 }
 
-/// Opens a WebSocket with Nagle disabled.
+/// The `--tls-ca` trust for `wss://` URLs, set once at start by `--tls`.
+static TLS: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+
+/// Makes [`connect`] open `wss://` URLs trusting `config`; the first call wins.
+pub(crate) fn set_tls(config: Arc<ClientConfig>) {
+    let _ = TLS.set(config);
+}
+
+/// Opens a WebSocket with Nagle disabled; `wss://` with the `--tls` trust.
 pub(crate) async fn connect(url: &str) -> Result<Ws> {
+    connect_with(url, TLS.get()).await
+}
+
+/// Opens a WebSocket with Nagle disabled; `wss://` trusting `tls` only (never the system's
+/// roots). A `ws://` URL goes the plain way it always did: no connector, the `Plain` stream.
+pub(crate) async fn connect_with(url: &str, tls: Option<&Arc<ClientConfig>>) -> Result<Ws> {
+    let connector = if url.starts_with("wss://") {
+        let config = tls.ok_or_else(|| anyhow!("{url}: a wss:// URL needs --tls and --tls-ca"))?;
+        Some(Connector::Rustls(Arc::clone(config)))
+    } else {
+        None
+    };
     let (ws, _) = timeout(
         recv_timeout(),
-        tokio_tungstenite::connect_async_with_config(url, None, true),
+        tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector),
     )
     .await
     .map_err(|_| anyhow!("connect to {url} timed out"))?
