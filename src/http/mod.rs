@@ -7,6 +7,7 @@ pub mod api;
 pub mod client_addr;
 pub mod cors;
 mod health;
+pub mod pages;
 pub mod rest;
 #[cfg(test)]
 mod rest_tests;
@@ -58,6 +59,8 @@ pub struct Web {
     pub static_files: StaticFiles,
     pub cors: Cors,
     pub reverse_proxy: ReverseProxy,
+    /// What the built-in pages ([`pages`]) need: the streamer port the server bound.
+    pub pages: pages::Settings,
 }
 
 /// [`Web`] checked and built, once, at start.
@@ -66,6 +69,7 @@ pub struct Site {
     files: Arc<Files>,
     cors: Option<CorsLayer>,
     hops: u32,
+    pages: pages::Settings,
 }
 
 impl Web {
@@ -79,6 +83,7 @@ impl Web {
             files: self.static_files.service(),
             cors,
             hops: self.reverse_proxy.hops(),
+            pages: self.pages,
         })
     }
 }
@@ -102,7 +107,8 @@ pub fn app(
             axum::routing::get(move || health::readyz(shutdown.clone())),
         )
         .merge(rest::routes(rest))
-        .fallback(move |request: Request| static_files::serve(files.clone(), request));
+        .merge(pages::routes(site.pages))
+        .fallback(move |request: Request| pages::static_files_or_player(files.clone(), request));
     if let Some(cors) = &site.cors {
         web = web.layer(cors.clone());
     }
