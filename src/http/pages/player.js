@@ -32,7 +32,7 @@
         initialSettings: null,
         qualityControl: null,
         sent: {}, // input message name → count
-        frames: { count: 0, presented: 0 },
+        frames: { count: 0, presented: 0, first: null }, // first: ms since navigation
         stats: null
     };
 
@@ -421,6 +421,7 @@
     // ---- decoded frames and live stats (getStats once a second)
     function onFrame(now, meta) {
         state.frames.count += 1;
+        if (state.frames.first === null) state.frames.first = Math.round(now);
         state.frames.presented = meta.presentedFrames;
         video.requestVideoFrameCallback(onFrame);
     }
