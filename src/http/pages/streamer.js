@@ -7,14 +7,22 @@
 //
 // The streamer port comes from /signalling/config.json (the port the server bound), or from
 // `?ss=ws://host:port`. `?id=` sets the streamer id asked for (default DemoStreamer).
+// `?protocol=shifted` announces other input ids (below).
 // State for tests and curious users: window.streamer.state.
 'use strict';
 
 (() => {
-    const { TO_STREAMER, encode, decode, utf16Message, byId } = window.PSInput;
+    const { TO_STREAMER, decode, utf16Message, byId } = window.PSInput;
     const params = new URLSearchParams(location.search);
     const wantedId = params.get('id') || params.get('StreamerId') || 'DemoStreamer';
-    const TO_STREAMER_BY_ID = byId(TO_STREAMER);
+    // `?protocol=shifted` announces the keyboard, mouse and touch messages (ids 60–89) at ids
+    // 100 higher: a check that a player honours the Protocol message rather than the defaults.
+    const PROTOCOL = {};
+    for (const [name, def] of Object.entries(TO_STREAMER)) {
+        const shift = params.get('protocol') === 'shifted' && def.id >= 60 && def.id < 90 ? 100 : 0;
+        PROTOCOL[name] = { id: def.id + shift, structure: def.structure };
+    }
+    const TO_STREAMER_BY_ID = byId(PROTOCOL);
     const FROM = { QualityControlOwnership: 0, InitialSettings: 7, Protocol: 255 };
 
     const $ = (id) => document.getElementById(id);
@@ -167,7 +175,7 @@
     // ---- the data channel handshake Epic's frontend expects
     function sendProtocol(channel) {
         // Direction 0: the messages we take from players, with their ids and layouts.
-        const proto = { Direction: 0, ...TO_STREAMER };
+        const proto = { Direction: 0, ...PROTOCOL };
         channel.send(utf16Message(FROM.Protocol, JSON.stringify(proto)));
     }
 

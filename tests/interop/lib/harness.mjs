@@ -125,8 +125,11 @@ export class Session {
     }
 
     // The built-in demo streamer, identified as `id`.
-    async openBuiltinStreamer(id) {
-        const page = await this.openServerPage(`built-in streamer ${id}`, `/signalling/streamer?${new URLSearchParams({ id })}`);
+    // `protocol: 'shifted'` makes it announce other input ids (streamer.js).
+    async openBuiltinStreamer(id, { protocol } = {}) {
+        const q = new URLSearchParams({ id });
+        if (protocol) q.set('protocol', protocol);
+        const page = await this.openServerPage(`built-in streamer ${id}`, `/signalling/streamer?${q}`);
         await this.waitFor(page, (want) => window.streamer && window.streamer.state.committedId === want, id, {
             what: `built-in streamer ${id} identified (endpointIdConfirm)`
         });
@@ -147,6 +150,9 @@ export class Session {
             const f = k === 'epic' ? window.interop.state.frames : window.player.state.frames;
             return { count: f.count, presented: f.presented };
         };
+        // Frames are counted as presented (requestVideoFrameCallback), which a tab behind another
+        // does only slowly.
+        await page.bringToFront();
         const before = await page.evaluate(read, kind);
         await this.waitFor(
             page,

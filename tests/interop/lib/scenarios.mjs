@@ -256,9 +256,10 @@ async function keepalive(s) {
 // Our own pages (src/http/pages/), served by the server: the demo streamer and two built-in
 // players (one at `/`, one at /signalling/player?StreamerId=...). Both play; a mouse click and a
 // key press driven by Playwright in each player reach the streamer page under that player's id,
-// decoded, in its state and in its DOM.
+// decoded, in its state and in its DOM. The streamer announces its input messages at ids other
+// than the defaults (Protocol message, id 255), so this also checks that the player honours it.
 async function builtinPages(s) {
-    const streamer = await s.openBuiltinStreamer('DemoStreamer');
+    const streamer = await s.openBuiltinStreamer('DemoStreamer', { protocol: 'shifted' });
     const players = [
         await s.openBuiltinPlayer('built-in player 1 (at /)', '/'),
         await s.openBuiltinPlayer('built-in player 2', '/signalling/player?StreamerId=DemoStreamer')
