@@ -125,3 +125,8 @@ fn built_in_page_scripts_parse() {
         );
     }
 }
+
+#[test]
+fn built_in_player_shows_each_failure_and_recovers_by_itself() {
+    scenario("builtin-player-recovers");
+}

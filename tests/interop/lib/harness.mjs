@@ -143,8 +143,9 @@ export class Session {
         return page;
     }
 
-    // Waits until the page decodes `frames` more frames than now and presentedFrames goes up
-    // meanwhile. `kind` is 'builtin' (our player page) or 'epic' (Epic's frontend page).
+    // Waits until the page decodes `frames` more frames than now, then 5 more, across which
+    // presentedFrames must go up (it restarts with a new stream, so it is compared only after
+    // the wait). `kind` is 'builtin' (our player page) or 'epic' (Epic's frontend page).
     async waitForFrames(page, kind, { frames = 20, timeout = 20000, check: name } = {}) {
         const read = (k) => {
             const f = k === 'epic' ? window.interop.state.frames : window.player.state.frames;
@@ -153,18 +154,22 @@ export class Session {
         // Frames are counted as presented (requestVideoFrameCallback), which a tab behind another
         // does only slowly.
         await page.bringToFront();
+        const waitCount = async (want) =>
+            this.waitFor(
+                page,
+                ({ k, want }) => (k === 'epic' ? window.interop.state.frames : window.player.state.frames).count >= want,
+                { k: kind, want },
+                { what: `${page.label}: ${frames} more decoded frames`, timeout, check: name }
+            );
         const before = await page.evaluate(read, kind);
-        await this.waitFor(
-            page,
-            ({ k, want }) => (k === 'epic' ? window.interop.state.frames : window.player.state.frames).count >= want,
-            { k: kind, want: before.count + frames },
-            { what: `${page.label}: ${frames} more decoded frames`, timeout, check: name }
-        );
+        await waitCount(before.count + frames);
+        const middle = await page.evaluate(read, kind);
+        await waitCount(middle.count + 5);
         const after = await page.evaluate(read, kind);
         check(
-            after.presented > before.presented,
+            after.presented > middle.presented,
             name || `${page.label} video advances`,
-            `presentedFrames ${before.presented} → ${after.presented}`
+            `presentedFrames ${middle.presented} → ${after.presented}`
         );
         return after;
     }

@@ -387,6 +387,49 @@ async function epicPlaysDemoStreamer(s) {
     };
 }
 
+// The built-in player's failure messages and recovery, with max_players = 1: no streamer yet
+// (it waits and lists again), the streamer arrives (it plays), a second player is refused
+// (subscribeFailed "… is full …", shown), the streamer leaves (closed 1000, reconnecting, then
+// waiting) and a new streamer arrives (it plays again, same page load).
+async function builtinPlayerRecovers(s) {
+    const player = await s.openBuiltinPlayer('built-in player', '/');
+    await s.waitFor(player, () => window.player.state.status === 'waiting', null, { what: 'the "no streamer" state', check: 'the player says no streamer is connected' });
+    const waiting = await player.evaluate(() => document.getElementById('message').textContent);
+    check(/No streamer is connected/.test(waiting), 'the player says no streamer is connected', `message ${JSON.stringify(waiting)}`);
+    let streamer = await s.openBuiltinStreamer('DemoStreamer');
+    await s.waitForFrames(player, 'builtin', { frames: 20, check: 'the player subscribes once a streamer arrives' });
+    const ttff = { player: await player.evaluate(() => window.player.state.frames.first) };
+
+    const second = await s.openBuiltinPlayer('second built-in player', '/');
+    await s.waitFor(second, () => window.player.state.subscribeFailed.length > 0, null, { what: 'subscribeFailed', check: 'a full streamer is shown as such' });
+    const full = await second.evaluate(() => ({ failed: window.player.state.subscribeFailed, text: document.getElementById('message').textContent, status: window.player.state.status }));
+    check(/is full/.test(full.failed[0]) && full.text.includes(full.failed[0]) && full.status === 'subscribe failed', 'a full streamer is shown as such', JSON.stringify(full));
+    await second.close();
+
+    await streamer.close();
+    await s.waitFor(player, () => window.player.state.closes.length === 1, null, { what: 'the player closed when its streamer left', timeout: 5000 });
+    const closed = await player.evaluate(() => ({ close: window.player.state.closes[0], status: window.player.state.status, text: document.getElementById('message').textContent }));
+    check(
+        closed.close.code === 1000 && closed.close.reason === 'streamer disconnected' && closed.status === 'reconnecting' && /Disconnected \(1000 "streamer disconnected"\)/.test(closed.text),
+        'a disconnect is shown and the player reconnects',
+        JSON.stringify(closed)
+    );
+    await s.waitFor(player, () => window.player.state.connections === 2 && window.player.state.status === 'waiting', null, {
+        what: 'the player reconnected and waits for a streamer',
+        check: 'a disconnect is shown and the player reconnects'
+    });
+    streamer = await s.openBuiltinStreamer('DemoStreamer');
+    await s.waitForFrames(player, 'builtin', { frames: 20, check: 'the player plays the new streamer' });
+    const shot = await s.screenshot(player, 'builtin-player-recovers');
+    return {
+        ttff,
+        notes: [
+            `waiting: "${waiting}"; full: "${full.text}"; disconnected: "${closed.text}"`,
+            `screenshot ${shot}`
+        ]
+    };
+}
+
 export const SCENARIOS = {
     'three-players': {
         title: '1. one streamer, three players (ue5.7)',
@@ -408,6 +451,11 @@ export const SCENARIOS = {
     'max-players': { title: '5. max_players = 1', serverArgs: ['--max_players', '1'], run: maxPlayers },
     keepalive: { title: '6. frontend keepalive at 1 s for 10 s', run: keepalive },
     'builtin-pages': { title: '7. built-in streamer page and two built-in players', run: builtinPages },
+    'builtin-player-recovers': {
+        title: '9. built-in player: no streamer, full, streamer leaves and returns',
+        serverArgs: ['--max_players', '1'],
+        run: builtinPlayerRecovers
+    },
     'epic-plays-demo-streamer': { title: "8. Epic's frontend plays the built-in demo streamer", run: epicPlaysDemoStreamer }
 };
 
