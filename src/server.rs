@@ -145,16 +145,15 @@ fn no_ipv6(e: &io::Error) -> bool {
 impl Server {
     /// Binds the streamer, player and SFU ports (port 0 picks an ephemeral port).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let site = web(&config).build()?;
         let streamer = bind(&config, "streamer", config.streamer_port, "--streamer_port").await?;
         let player = bind(&config, "player", config.player_port, "--player_port").await?;
         let sfu = bind(&config, "SFU", config.sfu_port, "--sfu_port").await?;
-        let mut web = web(&config);
         // The built-in streamer page connects to the port actually bound (the configured 0 picks one).
-        web.pages = crate::http::pages::Settings {
+        let site = site.with_pages(crate::http::pages::Settings {
             streamer_port: Self::addr(&streamer).port(),
             streamer_tls: config.streamer_tls,
-        };
-        let site = web.build()?;
+        });
         Ok(Self {
             config,
             streamer,

@@ -88,6 +88,16 @@ impl Web {
     }
 }
 
+impl Site {
+    /// The same site with the built-in pages' settings replaced (the streamer port is known
+    /// only once bound, after [`Web::build`] has said its warnings).
+    #[must_use]
+    pub fn with_pages(mut self, pages: pages::Settings) -> Self {
+        self.pages = pages;
+        self
+    }
+}
+
 /// The player port's routes. A WebSocket upgrade is served before any route, so it works on
 /// every path, the API's and the static files' included. The session API keeps its own CORS
 /// (`[sessions] cors_origins`); Wilbur's CORS covers every other route: `/api`, `/healthz`,

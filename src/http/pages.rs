@@ -5,12 +5,13 @@
 //! streamer port the server bound. Never reads a file at run time.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 
 use super::static_files::{self, Files};
 
@@ -77,22 +78,20 @@ fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
 
 /// Sends `body` as `content_type` with its ETag, or 304 when the client has it. Clients
 /// revalidate every time (`no-cache`): a new binary's pages show at once, and a 304 is cheap.
-fn send(headers: &HeaderMap, body: Vec<u8>, content_type: &'static str) -> Response {
-    let etag = etag(&body);
-    let status = if not_modified(headers, &etag) {
-        StatusCode::NOT_MODIFIED
-    } else {
-        StatusCode::OK
-    };
+fn send(
+    headers: &HeaderMap,
+    body: Bytes,
+    etag: &HeaderValue,
+    content_type: &'static str,
+) -> Response {
     let common = [
-        (header::ETAG, etag),
+        (header::ETAG, etag.clone()),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
     ];
-    if status == StatusCode::NOT_MODIFIED {
-        return (status, common).into_response();
+    if not_modified(headers, etag) {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
     }
     (
-        status,
         common,
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         body,
@@ -100,28 +99,28 @@ fn send(headers: &HeaderMap, body: Vec<u8>, content_type: &'static str) -> Respo
         .into_response()
 }
 
-fn asset(headers: &HeaderMap, asset: &Asset) -> Response {
-    send(headers, asset.body.to_vec(), asset.content_type)
+/// A route serving one fixed body; its ETag is computed once, here.
+fn fixed(body: Bytes, content_type: &'static str) -> MethodRouter {
+    let etag = etag(&body);
+    get(move |headers: HeaderMap| async move { send(&headers, body, &etag, content_type) })
+}
+
+fn asset(asset: &'static Asset) -> MethodRouter {
+    fixed(Bytes::from_static(asset.body), asset.content_type)
 }
 
 /// The pages' routes. `get` also answers `HEAD` (axum drops the body).
 pub(crate) fn routes(settings: Settings) -> axum::Router {
-    let config = Arc::new(config_json(settings));
-    let route = |asset_ref: &'static Asset| {
-        get(move |headers: HeaderMap| async move { asset(&headers, asset_ref) })
-    };
     axum::Router::new()
-        .route("/signalling/player", route(&PLAYER_HTML))
-        .route("/signalling/streamer", route(&STREAMER_HTML))
-        .route("/signalling/player.js", route(&PLAYER_JS))
-        .route("/signalling/streamer.js", route(&STREAMER_JS))
-        .route("/signalling/input.js", route(&INPUT_JS))
-        .route("/signalling/pages.css", route(&PAGES_CSS))
+        .route("/signalling/player", asset(&PLAYER_HTML))
+        .route("/signalling/streamer", asset(&STREAMER_HTML))
+        .route("/signalling/player.js", asset(&PLAYER_JS))
+        .route("/signalling/streamer.js", asset(&STREAMER_JS))
+        .route("/signalling/input.js", asset(&INPUT_JS))
+        .route("/signalling/pages.css", asset(&PAGES_CSS))
         .route(
             "/signalling/config.json",
-            get(move |headers: HeaderMap| async move {
-                send(&headers, config.as_bytes().to_vec(), "application/json")
-            }),
+            fixed(Bytes::from(config_json(settings)), "application/json"),
         )
 }
 
@@ -136,14 +135,18 @@ fn config_json(settings: Settings) -> String {
 
 /// The static files, and for a `GET /` they do not answer (404), the player page.
 pub(crate) async fn static_files_or_player(files: Arc<Files>, request: Request) -> Response {
+    static PLAYER_ETAG: LazyLock<HeaderValue> = LazyLock::new(|| etag(PLAYER_HTML.body));
     let root =
         request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD);
     let headers = root.then(|| request.headers().clone());
     let response = static_files::serve(files, request).await;
     match headers {
-        Some(headers) if response.status() == StatusCode::NOT_FOUND => {
-            asset(&headers, &PLAYER_HTML)
-        }
+        Some(headers) if response.status() == StatusCode::NOT_FOUND => send(
+            &headers,
+            Bytes::from_static(PLAYER_HTML.body),
+            &PLAYER_ETAG,
+            PLAYER_HTML.content_type,
+        ),
         _ => response,
     }
 }

@@ -308,10 +308,16 @@ async fn a_missing_http_root_is_one_warning_at_start_naming_it() {
             && warnings[0].contains("is not a folder"),
         "{warnings:?}"
     );
-    // The server runs: players connect, files are 404.
+    // The server runs: players connect, files are 404, `/` is the built-in player page.
     let mut p = TestPeer::connect(player, "player").await;
     p.expect_text(CONFIG).await;
-    assert_eq!(get(&format!("http://{player}/")).await.0, 404);
+    assert_eq!(get(&format!("http://{player}/player.html")).await.0, 404);
+    let (status, _, body) = get(&format!("http://{player}/")).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<script src=\"/signalling/player.js\"></script>"),
+        "{body}"
+    );
 }
 
 /// The built-in pages over a real socket: `/` is our player page with `serve` off and Epic's
