@@ -85,6 +85,7 @@ fn web(config: &Config) -> Web {
             enabled: config.reverse_proxy,
             num_proxies: config.reverse_proxy_num_proxies,
         },
+        pages: crate::http::pages::Settings::default(),
     }
 }
 
@@ -148,6 +149,11 @@ impl Server {
         let streamer = bind(&config, "streamer", config.streamer_port, "--streamer_port").await?;
         let player = bind(&config, "player", config.player_port, "--player_port").await?;
         let sfu = bind(&config, "SFU", config.sfu_port, "--sfu_port").await?;
+        // The built-in streamer page connects to the port actually bound (the configured 0 picks one).
+        let site = site.with_pages(crate::http::pages::Settings {
+            streamer_port: Self::addr(&streamer).port(),
+            streamer_tls: config.streamer_tls,
+        });
         Ok(Self {
             config,
             streamer,

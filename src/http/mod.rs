@@ -6,12 +6,9 @@
 pub mod api;
 pub mod client_addr;
 pub mod cors;
-#[allow(dead_code)]
-// the accept path (src/accept/, issue 12) calls it; until it lands only tests do
 pub(crate) mod headers;
 mod health;
-#[allow(dead_code)]
-// the accept path (src/accept/, issue 12) calls it; until it lands only tests do
+pub mod pages;
 pub(crate) mod redirect;
 pub mod rest;
 #[cfg(test)]
@@ -43,6 +40,8 @@ pub struct Web {
     pub static_files: StaticFiles,
     pub cors: Cors,
     pub reverse_proxy: ReverseProxy,
+    /// What the built-in pages ([`pages`]) need: the streamer port the server bound.
+    pub pages: pages::Settings,
 }
 
 /// [`Web`] checked and built, once, at start.
@@ -51,6 +50,7 @@ pub struct Site {
     files: Arc<Files>,
     cors: Option<CorsLayer>,
     hops: u32,
+    pages: pages::Settings,
 }
 
 impl Site {
@@ -71,7 +71,18 @@ impl Web {
             files: self.static_files.service(),
             cors,
             hops: self.reverse_proxy.hops(),
+            pages: self.pages,
         })
+    }
+}
+
+impl Site {
+    /// The same site with the built-in pages' settings replaced (the streamer port is known
+    /// only once bound, after [`Web::build`] has said its warnings).
+    #[must_use]
+    pub fn with_pages(mut self, pages: pages::Settings) -> Self {
+        self.pages = pages;
+        self
     }
 }
 
@@ -93,7 +104,8 @@ pub fn app(
             axum::routing::get(move || health::readyz(shutdown.clone())),
         )
         .merge(rest::routes(rest))
-        .fallback(move |request: Request| static_files::serve(files.clone(), request));
+        .merge(pages::routes(site.pages))
+        .fallback(move |request: Request| pages::static_files_or_player(files.clone(), request));
     if let Some(cors) = &site.cors {
         web = web.layer(cors.clone());
     }

@@ -59,7 +59,7 @@ impl StaticFiles {
                 && !self.root.join(&self.homepage).is_file()
             {
                 warnings.push(format!(
-                    "static files: homepage {:?} is not in http_root {:?}; GET / will be answered 404",
+                    "static files: homepage {:?} is not in http_root {:?}; GET / will serve the built-in player page",
                     self.homepage, self.root
                 ));
             }

@@ -215,15 +215,127 @@ async fn the_homepage_at_slash_and_index_html_first() {
     assert_eq!(body, b"<html>index</html>");
 }
 
+/// What only the built-in player page holds.
+const BUILT_IN_PLAYER: &str = "<script src=\"/signalling/player.js\"></script>";
+
+fn is_built_in_player(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body).contains(BUILT_IN_PLAYER)
+}
+
 #[tokio::test]
-async fn a_missing_homepage_is_404_naming_it() {
+async fn a_missing_homepage_gives_the_built_in_player_at_the_root() {
     let (_dir, root) = site_dir();
     let mut web = serving(&root);
     web.static_files.homepage = "custom.html".to_owned();
     let app = TestApp::new(&web);
-    let (status, _, body) = app.get("/", &[]).await;
+    let (status, headers, body) = app.get("/", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(is_built_in_player(&body));
+    // Other missing files stay 404.
+    let (status, _, _) = app.get("/custom.html", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body, b"Unable to locate file custom.html\n");
+}
+
+#[tokio::test]
+async fn a_homepage_in_http_root_keeps_the_root() {
+    let (_dir, root) = site_dir();
+    let app = TestApp::new(&serving(&root));
+    let (status, _, body) = app.get("/", &[]).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, &b"<html>player</html>"[..])
+    );
+    // The built-in pages stay at their own paths.
+    let (status, _, body) = app.get("/signalling/player", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(is_built_in_player(&body));
+}
+
+#[tokio::test]
+async fn built_in_pages_are_served_with_types_etags_and_head() {
+    let app = TestApp::new(&Web {
+        pages: pages::Settings {
+            streamer_port: 40123,
+            streamer_tls: false,
+        },
+        ..Web::default()
+    });
+    for (path, content_type, needle) in [
+        ("/", "text/html; charset=utf-8", BUILT_IN_PLAYER),
+        (
+            "/signalling/player",
+            "text/html; charset=utf-8",
+            BUILT_IN_PLAYER,
+        ),
+        (
+            "/signalling/streamer",
+            "text/html; charset=utf-8",
+            "<script src=\"/signalling/streamer.js\"></script>",
+        ),
+        (
+            "/signalling/player.js",
+            "text/javascript; charset=utf-8",
+            "listStreamers",
+        ),
+        (
+            "/signalling/streamer.js",
+            "text/javascript; charset=utf-8",
+            "endpointId",
+        ),
+        (
+            "/signalling/input.js",
+            "text/javascript; charset=utf-8",
+            "MouseDown",
+        ),
+        ("/signalling/pages.css", "text/css; charset=utf-8", "body"),
+        (
+            "/signalling/config.json",
+            "application/json",
+            r#"{"streamerPort":40123,"streamerTls":false}"#,
+        ),
+    ] {
+        let (status, headers, body) = app.get(path, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some(content_type),
+            "{path}"
+        );
+        assert!(String::from_utf8_lossy(&body).contains(needle), "{path}");
+        assert_eq!(
+            header(&headers, "cache-control"),
+            Some("no-cache"),
+            "{path}"
+        );
+        let etag = header(&headers, "etag").expect("an ETag").to_owned();
+        assert!(etag.starts_with('"'), "{path}: a strong ETag, got {etag}");
+
+        let (status, head_headers, head_body) = app.request(Method::HEAD, path, &[]).await;
+        assert_eq!(status, StatusCode::OK, "HEAD {path}");
+        assert!(head_body.is_empty(), "HEAD {path}");
+        assert_eq!(
+            header(&head_headers, "etag"),
+            Some(etag.as_str()),
+            "HEAD {path}"
+        );
+
+        let (status, headers, body) = app.get(path, &[("if-none-match", &etag)]).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{path}");
+        assert!(body.is_empty(), "{path}");
+        assert_eq!(header(&headers, "etag"), Some(etag.as_str()), "{path}");
+        let (status, _, _) = app.get(path, &[("if-none-match", "\"stale\"")]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    let (status, _, _) = app.request(Method::POST, "/signalling/player", &[]).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _, _) = app.request(Method::POST, "/", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = app.get("/signalling/nope.js", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -483,19 +595,17 @@ async fn head_has_the_headers_and_no_body() {
 }
 
 #[tokio::test]
-async fn serving_off_serves_nothing() {
+async fn serving_off_serves_only_the_built_in_pages() {
     let (_dir, root) = site_dir();
     let mut web = serving(&root);
     web.static_files.enabled = false;
     let app = TestApp::new(&web);
-    // With nothing served, a bad path is just another 404 (and no warning).
-    for path in [
-        "/",
-        "/player.html",
-        "/app.js",
-        "/../secret.txt",
-        "/%2e%2e/x",
-    ] {
+    // With nothing served, a bad path is just another 404 (and no warning); `/` is the
+    // built-in player page.
+    let (status, _, body) = app.get("/", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(is_built_in_player(&body));
+    for path in ["/player.html", "/app.js", "/../secret.txt", "/%2e%2e/x"] {
         let (status, _, body) = app.get(path, &[]).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(body, b"not found\n", "{path}");

@@ -31,8 +31,8 @@ fn temp_dir(name: &str) -> PathBuf {
 enum Home {
     /// The homepage from the http_root.
     Served,
-    /// 404: not serving, or the http_root is missing.
-    NotFound,
+    /// The built-in player page: not serving, or the http_root is missing.
+    BuiltIn,
 }
 
 /// Starts the binary with `args` after the loopback flags, in a fresh working directory holding
@@ -60,7 +60,10 @@ async fn starts_with(args: &[&str], warnings: &[&str], home: Home) -> PathBuf {
     let body = response.text().await.expect("body");
     match home {
         Home::Served => assert_eq!((status, body.as_str()), (200, HOMEPAGE), "{args:?}"),
-        Home::NotFound => assert_eq!(status, 404, "{args:?}: {body}"),
+        Home::BuiltIn => assert!(
+            status == 200 && body.contains("<script src=\"/signalling/player.js\"></script>"),
+            "{args:?}: {status} {body}"
+        ),
     }
     drop(child);
     dir
@@ -121,7 +124,7 @@ async fn docker_start_wilbur_sh() {
     // platform_scripts/bash/docker-start-wilbur.sh runs the container with these two.
     let peer_options = format!("--peerConnectionOptions={STUN}");
     let args = [peer_options.as_str(), "--publicIp=203.0.113.7"];
-    starts_with(&args, &[], Home::NotFound).await;
+    starts_with(&args, &[], Home::BuiltIn).await;
 }
 
 #[tokio::test]
@@ -141,7 +144,7 @@ async fn cirrus_start_signalling_server_sh() {
 #[tokio::test]
 async fn settings_without_effect_warn_once_each() {
     let args = ["--stdin", "--save", "--stdin"];
-    starts_with(&args, &["--stdin", "--save"], Home::NotFound).await;
+    starts_with(&args, &["--stdin", "--save"], Home::BuiltIn).await;
 }
 
 #[tokio::test]
@@ -151,7 +154,7 @@ async fn wilbur_and_cirrus_config_json() {
     std::fs::write(&wilbur, include_str!("../fixtures/wilbur-config.json")).expect("write");
     let wilbur = wilbur.to_str().expect("utf-8");
     // As shipped: its Windows http_root is missing here, which is said once.
-    let cwd = starts_with(&["--config_file", wilbur], &["http_root"], Home::NotFound).await;
+    let cwd = starts_with(&["--config_file", wilbur], &["http_root"], Home::BuiltIn).await;
     assert!(wrote_log_file(&cwd), "Wilbur's log_folder \"logs\"");
     // With the folder the operator's scripts give.
     starts_with(

@@ -28,7 +28,8 @@ async fn any_path_and_query_is_accepted_on_every_port() {
 async fn plain_get_on_the_player_port_is_404() {
     let server = TestServer::with_defaults().await;
     let mut tcp = TcpStream::connect(server.player).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    // (`/` is the built-in player page.)
+    tcp.write_all(b"GET /nothing-here HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut response = Vec::new();

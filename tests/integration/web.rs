@@ -308,8 +308,90 @@ async fn a_missing_http_root_is_one_warning_at_start_naming_it() {
             && warnings[0].contains("is not a folder"),
         "{warnings:?}"
     );
-    // The server runs: players connect, files are 404.
+    // The server runs: players connect, files are 404, `/` is the built-in player page.
     let mut p = TestPeer::connect(player, "player").await;
     p.expect_text(CONFIG).await;
-    assert_eq!(get(&format!("http://{player}/")).await.0, 404);
+    assert_eq!(get(&format!("http://{player}/player.html")).await.0, 404);
+    let (status, _, body) = get(&format!("http://{player}/")).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<script src=\"/signalling/player.js\"></script>"),
+        "{body}"
+    );
+}
+
+/// The built-in pages over a real socket: `/` is our player page with `serve` off and Epic's
+/// (the http_root's) with it on; `/signalling/player` and `/signalling/streamer` always; the
+/// streamer page learns the streamer port the server bound (the configured one is 0).
+#[tokio::test]
+async fn built_in_pages_are_served_and_the_root_is_ours_only_without_a_homepage() {
+    const OURS: &str = "<script src=\"/signalling/player.js\"></script>";
+    let server = TestServer::start(support::config()).await;
+    let base = format!("http://{}", server.player);
+    let (status, content_type, body) = get(&format!("{base}/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/html; charset=utf-8");
+    assert!(body.contains(OURS), "{body}");
+    for (path, content_type, needle) in [
+        ("/signalling/player", "text/html; charset=utf-8", OURS),
+        (
+            "/signalling/streamer",
+            "text/html; charset=utf-8",
+            "<script src=\"/signalling/streamer.js\"></script>",
+        ),
+        (
+            "/signalling/player.js",
+            "text/javascript; charset=utf-8",
+            "listStreamers",
+        ),
+        (
+            "/signalling/streamer.js",
+            "text/javascript; charset=utf-8",
+            "endpointId",
+        ),
+        (
+            "/signalling/input.js",
+            "text/javascript; charset=utf-8",
+            "MouseDown",
+        ),
+        ("/signalling/pages.css", "text/css; charset=utf-8", "body"),
+    ] {
+        let (status, got_type, body) = get(&format!("{base}{path}")).await;
+        assert_eq!((status, got_type.as_str()), (200, content_type), "{path}");
+        assert!(body.contains(needle), "{path}");
+    }
+    let (status, content_type, body) = get(&format!("{base}/signalling/config.json")).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    let config: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        config,
+        serde_json::json!({"streamerPort": server.streamer.port(), "streamerTls": false})
+    );
+    // A player WebSocket on the pages' paths still upgrades.
+    let mut player = TestPeer::connect_url(
+        &format!("ws://{}/signalling/player", server.player),
+        "player",
+    )
+    .await;
+    player.expect_type("config").await;
+
+    let dir = TempDir::new("builtin");
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("player.html"), "<html>Epic's frontend</html>").expect("write");
+    let server = TestServer::start(Config {
+        serve: true,
+        http_root: www,
+        ..support::config()
+    })
+    .await;
+    let base = format!("http://{}", server.player);
+    let (status, _, body) = get(&format!("{base}/")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "<html>Epic's frontend</html>")
+    );
+    let (status, _, body) = get(&format!("{base}/signalling/player")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(OURS));
 }

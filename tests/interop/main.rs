@@ -1,6 +1,7 @@
 //! Real clients through the real server: Epic's Pixel Streaming frontend (npm, UE 5.5–5.7) as
 //! players and a WebRTC streamer page of ours, in headless Chromium, driven by
-//! `tests/interop/run.mjs`. One test per scenario, so each counts in the test summary.
+//! `tests/interop/run.mjs`; also the server's built-in player and demo streamer pages
+//! (`src/http/pages/`), with each other and with Epic's frontend. One test per scenario, so each counts in the test summary.
 //!
 //! Needs what `tests/interop/setup.sh` installs (Debian's chromium, `npm ci`); a missing piece
 //! fails the test, it is never skipped. The runner starts this crate's `signalling` binary on
@@ -94,4 +95,38 @@ fn frontend_keepalive_at_one_second_runs_without_a_drop() {
 #[test]
 fn fault_proxy_makes_the_matching_checks_fail() {
     scenario("self-check");
+}
+
+#[test]
+fn built_in_streamer_page_and_two_built_in_players_play_and_send_input() {
+    scenario("builtin-pages");
+}
+
+#[test]
+fn epic_frontend_plays_the_built_in_demo_streamer() {
+    scenario("epic-plays-demo-streamer");
+}
+
+/// The built-in pages' scripts (embedded in the binary) are valid JavaScript: `node --check`.
+#[test]
+fn built_in_page_scripts_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/pages");
+    for name in ["input.js", "player.js", "streamer.js"] {
+        let output = Command::new("node")
+            .arg("--check")
+            .arg(dir.join(name))
+            .stdin(Stdio::null())
+            .output()
+            .expect("node runs (is it installed?)");
+        assert!(
+            output.status.success(),
+            "{name} does not parse:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn built_in_player_shows_each_failure_and_recovers_by_itself() {
+    scenario("builtin-player-recovers");
 }

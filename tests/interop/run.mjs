@@ -3,12 +3,15 @@
 // Chromium. Epic's frontend (npm, bundled with esbuild) plays; our streamer page streams a canvas.
 //
 //   node tests/interop/run.mjs --server PATH [--scenario NAME ...] [--screenshots DIR] [--verbose]
+//                              [--tls-cert PATH --tls-key PATH]
 //
 // NAME is a scenario of lib/scenarios.mjs, `self-check` (the fault-proxy runs, which must fail on
 // the matching check), or `all` (the default: every scenario, then the self-check). Each scenario
 // starts its own server on ephemeral loopback ports and its own Chromium, and stops both.
 // Prints one line per scenario with its time to first frame; exits 0 if all passed, 1 if a check
-// failed, 2 on a usage or setup error. A watchdog ends the run after WATCHDOG_S (default 300) s.
+// failed, 2 on a usage or setup error. With --tls-cert/--tls-key (PEM) the server runs with
+// --https --https_port 0 --streamer_tls --sfu_tls and that certificate: players use https/wss,
+// streamers wss, and Chromium accepts the (self-signed) certificate. A watchdog ends the run after WATCHDOG_S (default 300) s.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,11 +20,11 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 
 function usage(message) {
     console.error(`run.mjs: ${message}`);
-    console.error('usage: node run.mjs --server PATH [--scenario NAME ...] [--screenshots DIR] [--verbose]');
+    console.error('usage: node run.mjs --server PATH [--scenario NAME ...] [--screenshots DIR] [--verbose] [--tls-cert PATH --tls-key PATH]');
     process.exit(2);
 }
 
-const args = { scenarios: [], screenshots: path.join(here, 'screenshots'), verbose: false, server: null };
+const args = { scenarios: [], screenshots: path.join(here, 'screenshots'), verbose: false, server: null, tlsCert: null, tlsKey: null };
 for (let i = 2; i < process.argv.length; i += 1) {
     const a = process.argv[i];
     const value = () => process.argv[++i] ?? usage(`${a} needs a value`);
@@ -29,10 +32,15 @@ for (let i = 2; i < process.argv.length; i += 1) {
     else if (a === '--scenario') args.scenarios.push(value());
     else if (a === '--screenshots') args.screenshots = path.resolve(value());
     else if (a === '--verbose') args.verbose = true;
+    else if (a === '--tls-cert') args.tlsCert = path.resolve(value());
+    else if (a === '--tls-key') args.tlsKey = path.resolve(value());
     else usage(`unknown argument ${a}`);
 }
 if (!args.server) usage('--server PATH (the signalling binary) is required');
 if (!existsSync(args.server)) usage(`no server binary at ${args.server}`);
+if (!args.tlsCert !== !args.tlsKey) usage('--tls-cert and --tls-key go together');
+for (const f of [args.tlsCert, args.tlsKey]) if (f && !existsSync(f)) usage(`no file at ${f}`);
+const tls = args.tlsCert ? { cert: args.tlsCert, key: args.tlsKey } : null;
 if (!existsSync(path.join(here, 'node_modules'))) {
     console.error(`run.mjs: ${path.join(here, 'node_modules')} is missing: run tests/interop/setup.sh`);
     process.exit(2);
@@ -71,7 +79,8 @@ async function runScenario(name, { proxy, expectFailure = false } = {}) {
         log,
         screenshots: args.screenshots,
         frontend: def.frontend || 'ue5.7',
-        proxy
+        proxy,
+        tls
     });
     try {
         const result = await def.run(session);

@@ -44,7 +44,8 @@ export const CHROMIUM_ARGS = [
     `--disable-features=${DISABLED_FEATURES.join(',')}`
 ];
 
-export async function launchBrowser() {
+// With `tls`, the server's self-signed certificate is accepted.
+export async function launchBrowser({ tls = false } = {}) {
     if (!existsSync(CHROMIUM)) {
         throw new Error(`${CHROMIUM} not found: run tests/interop/setup.sh (it installs Debian's chromium)`);
     }
@@ -52,7 +53,8 @@ export async function launchBrowser() {
     const context = await chromium.launchPersistentContext(profile, {
         executablePath: CHROMIUM,
         headless: true,
-        args: CHROMIUM_ARGS,
+        args: tls ? [...CHROMIUM_ARGS, '--ignore-certificate-errors'] : CHROMIUM_ARGS,
+        ignoreHTTPSErrors: tls,
         viewport: { width: 660, height: 380 },
         // Chromium gathers candidates on interfaces other than the default route (here: loopback)
         // only for pages holding a media permission. No device is opened.

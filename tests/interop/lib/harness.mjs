@@ -1,6 +1,7 @@
 // One scenario run: our server on ephemeral ports, the page server, Chromium, optional fault
 // proxies, and helpers that wait for conditions in the pages (never for fixed times).
 import { mkdir } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer } from './server.mjs';
@@ -18,6 +19,8 @@ export class CheckFailure extends Error {
 export function check(condition, name, message) {
     if (!condition) throw new CheckFailure(name, message);
 }
+
+const LOOPBACK_JS = fileURLToPath(new URL('../pages/loopback.js', import.meta.url));
 
 // Background colours of the streamer pattern; the player names the nearest one it decodes.
 export const COLOURS = { red: [208, 40, 40], blue: [40, 80, 216] };
@@ -56,14 +59,15 @@ export class Session {
         this.ttff = {};
     }
 
-    static async start({ binary, serverArgs = [], web, log, screenshots, frontend, proxy }) {
+    static async start({ binary, serverArgs = [], web, log, screenshots, frontend, proxy, tls = null }) {
         // A STUN server on a closed loopback port: the pages must drop it (and would reach nothing).
         const args = ['--peer_options', '{"iceServers":[{"urls":["stun:127.0.0.1:9"]}]}', ...serverArgs];
-        const server = await startServer(binary, args);
-        const browser = await launchBrowser();
+        const server = await startServer(binary, args, { tls });
+        const browser = await launchBrowser({ tls: !!tls });
         const session = new Session({ server, web, browser, log, screenshots, frontend });
         session.streamerUrl = server.streamerUrl;
         session.playerUrl = server.playerUrl;
+        session.httpBase = server.httpBase;
         if (proxy && proxy.streamer) {
             const p = await startFaultProxy(server.streamerUrl, { drop: proxy.streamer });
             session.proxies.push(p);
@@ -109,6 +113,65 @@ export class Session {
             what: `streamer ${id} identified (endpointIdConfirm)`
         });
         return page;
+    }
+
+    // The server's own pages (src/http/pages/), served by the server itself. loopback.js goes in
+    // as an init script, since we cannot add a script tag to them.
+    async openServerPage(label, pathAndQuery) {
+        const page = await this.newPage(label);
+        await page.addInitScript({ path: LOOPBACK_JS });
+        await page.goto(`${this.httpBase}${pathAndQuery}`);
+        return page;
+    }
+
+    // The built-in demo streamer, identified as `id`.
+    // `protocol: 'shifted'` makes it announce other input ids (streamer.js).
+    async openBuiltinStreamer(id, { protocol } = {}) {
+        const q = new URLSearchParams({ id });
+        if (protocol) q.set('protocol', protocol);
+        const page = await this.openServerPage(`built-in streamer ${id}`, `/signalling/streamer?${q}`);
+        await this.waitFor(page, (want) => window.streamer && window.streamer.state.committedId === want, id, {
+            what: `built-in streamer ${id} identified (endpointIdConfirm)`
+        });
+        return page;
+    }
+
+    // The built-in player at `path` (`/` or `/signalling/player?...`).
+    async openBuiltinPlayer(label, path) {
+        const page = await this.openServerPage(label, path);
+        await this.waitFor(page, () => !!window.player, null, { what: `${label}: the built-in player loaded` });
+        return page;
+    }
+
+    // Waits until the page decodes `frames` more frames than now, then 5 more, across which
+    // presentedFrames must go up (it restarts with a new stream, so it is compared only after
+    // the wait). `kind` is 'builtin' (our player page) or 'epic' (Epic's frontend page).
+    async waitForFrames(page, kind, { frames = 20, timeout = 20000, check: name } = {}) {
+        const read = (k) => {
+            const f = k === 'epic' ? window.interop.state.frames : window.player.state.frames;
+            return { count: f.count, presented: f.presented };
+        };
+        // Frames are counted as presented (requestVideoFrameCallback), which a tab behind another
+        // does only slowly.
+        await page.bringToFront();
+        const waitCount = async (want) =>
+            this.waitFor(
+                page,
+                ({ k, want }) => (k === 'epic' ? window.interop.state.frames : window.player.state.frames).count >= want,
+                { k: kind, want },
+                { what: `${page.label}: ${frames} more decoded frames`, timeout, check: name }
+            );
+        const before = await page.evaluate(read, kind);
+        await waitCount(before.count + frames);
+        const middle = await page.evaluate(read, kind);
+        await waitCount(middle.count + 5);
+        const after = await page.evaluate(read, kind);
+        check(
+            after.presented > middle.presented,
+            name || `${page.label} video advances`,
+            `presentedFrames ${middle.presented} → ${after.presented}`
+        );
+        return after;
     }
 
     async openPlayer(label, { streamerId, keepaliveMs, frontend = this.frontend } = {}) {

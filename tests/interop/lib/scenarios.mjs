@@ -253,6 +253,183 @@ async function keepalive(s) {
     return { ttff: { player: start.frames.first }, notes: [`${pings.length} pings, ${pongs.length} pongs over ${span} ms, no close`] };
 }
 
+// Our own pages (src/http/pages/), served by the server: the demo streamer and two built-in
+// players (one at `/`, one at /signalling/player?StreamerId=...). Both play; a mouse click and a
+// key press driven by Playwright in each player reach the streamer page under that player's id,
+// decoded, in its state and in its DOM. The streamer announces its input messages at ids other
+// than the defaults (Protocol message, id 255), so this also checks that the player honours it.
+async function builtinPages(s) {
+    const streamer = await s.openBuiltinStreamer('DemoStreamer', { protocol: 'shifted' });
+    const players = [
+        await s.openBuiltinPlayer('built-in player 1 (at /)', '/'),
+        await s.openBuiltinPlayer('built-in player 2', '/signalling/player?StreamerId=DemoStreamer')
+    ];
+    const ttff = {};
+    for (const p of players) {
+        await s.waitForFrames(p, 'builtin', { frames: 20 });
+        ttff[p.label] = await p.evaluate(() => window.player.state.frames.first);
+        // 20 more: the video keeps advancing.
+        await s.waitForFrames(p, 'builtin', { frames: 20, check: `${p.label} video advances` });
+    }
+    const ids = [];
+    for (const p of players) {
+        // Our player's own data-channel handshake: Protocol taken, InitialSettings received.
+        await s.waitFor(p, () => window.player.state.protocolReceived > 0 && window.player.state.initialSettings !== null, null, {
+            what: `${p.label}: Protocol message and InitialSettings`,
+            check: 'the built-in player completes the data-channel handshake'
+        });
+        ids.push(await p.evaluate(() => window.player.state.playerId));
+    }
+    const seen = await streamer.evaluate(() => window.streamer.state.playerConnected);
+    check(
+        ids.every((id) => seen.includes(id)) && new Set(ids).size === 2,
+        'each built-in player learnt its own id',
+        `players' ids ${JSON.stringify(ids)}, streamer saw ${JSON.stringify(seen)}`
+    );
+    // Input: a click in the middle of the picture and a key, different per player.
+    const keys = ['a', 'b'];
+    for (const [i, p] of players.entries()) {
+        const box = await p.evaluate(() => {
+            const r = document.getElementById('video').getBoundingClientRect();
+            return { x: r.left + r.width / 2, y: r.top + r.height / 2 };
+        });
+        await p.mouse.click(box.x, box.y, { button: i === 0 ? 'left' : 'right' });
+        await p.keyboard.press(keys[i]);
+    }
+    await s.waitFor(
+        streamer,
+        (ids) =>
+            ids.every((id) => {
+                const names = (window.streamer.state.players[id]?.inputs || []).map((m) => m.name);
+                return ['MouseDown', 'MouseUp', 'KeyDown', 'KeyPress', 'KeyUp'].every((n) => names.includes(n));
+            }),
+        ids,
+        { what: 'mouse and key input from both players', timeout: INPUT_TIMEOUT, check: 'input reaches the streamer page under the player id' }
+    );
+    const records = await streamer.evaluate(() => window.streamer.state.players);
+    const shown = await streamer.evaluate(() => document.getElementById('inputs').innerText);
+    for (const [i, id] of ids.entries()) {
+        const inputs = records[id].inputs;
+        const down = inputs.find((m) => m.name === 'MouseDown');
+        const button = i === 0 ? 0 : 2;
+        const [b, x, y] = down.values;
+        check(
+            b === button && Math.abs(x / 65535 - 0.5) < 0.02 && Math.abs(y / 65535 - 0.5) < 0.02,
+            'input reaches the streamer page under the player id',
+            `${id}: MouseDown ${JSON.stringify(down.values)}, expected button ${button} at the centre (32767, 32767)`
+        );
+        const code = keys[i].toUpperCase().charCodeAt(0);
+        const press = inputs.filter((m) => m.name === 'KeyPress').map((m) => m.values[0]);
+        const keyDowns = inputs.filter((m) => m.name === 'KeyDown').map((m) => m.values[0]);
+        check(
+            JSON.stringify(press) === JSON.stringify([keys[i].charCodeAt(0)]) && JSON.stringify(keyDowns) === JSON.stringify([code]),
+            'input reaches the streamer page under the player id',
+            `${id}: KeyDown ${JSON.stringify(keyDowns)} KeyPress ${JSON.stringify(press)}, expected [${code}] and [${keys[i].charCodeAt(0)}] only`
+        );
+        const line = `${id}: MouseDown button ${button} at (0.5`;
+        check(shown.includes(line), 'the streamer page shows the input', `no line starting "${line}" in:\n${shown.slice(0, 600)}`);
+        check(
+            records[id].handshake.includes('RequestInitialSettings') && records[id].handshake.includes('RequestQualityControl'),
+            'the built-in player completes the data-channel handshake',
+            `${id}: handshake ${JSON.stringify(records[id].handshake)}`
+        );
+    }
+    const pairs = [];
+    for (const p of [streamer, ...players]) pairs.push(...(await s.checkLoopback(p)));
+    const shots = [];
+    shots.push(await s.screenshot(players[0], 'builtin-pages-player-1'));
+    shots.push(await s.screenshot(players[1], 'builtin-pages-player-2'));
+    shots.push(await s.screenshot(streamer, 'builtin-pages-streamer'));
+    return {
+        ttff,
+        notes: [
+            `player ids ${ids.join(', ')}; streamer page shows:\n      ${shown.split('\n').slice(0, 6).join('\n      ')}`,
+            `candidate pairs ${[...new Set(pairs)].join('; ')}`,
+            `screenshots ${shots.join(', ')}`
+        ]
+    };
+}
+
+// Epic's frontend (npm) plays our demo streamer page as it plays Unreal Engine: frames advance,
+// and its data-channel handshake completes (InitialSettings received).
+async function epicPlaysDemoStreamer(s) {
+    const streamer = await s.openBuiltinStreamer('DemoStreamer');
+    const player = await s.openPlayer('epic player', { streamerId: 'DemoStreamer' });
+    await s.waitForFrames(player, 'epic', { frames: 20 });
+    await s.waitForFrames(player, 'epic', { frames: 20, check: 'epic player video advances' });
+    await s.waitFor(player, () => window.interop.state.events.some(([t]) => t === 'initialSettings'), null, {
+        what: "the frontend's initialSettings event",
+        check: "Epic's frontend completes the data-channel handshake"
+    });
+    const id = await s.playerId(player);
+    const record = await streamer.evaluate((id) => window.streamer.state.players[id], id);
+    check(
+        record && record.handshake.includes('RequestInitialSettings') && record.handshake.includes('RequestQualityControl'),
+        "Epic's frontend completes the data-channel handshake",
+        `${id}: ${JSON.stringify(record)}`
+    );
+    // A UIInteraction from Epic's frontend shows up decoded under its id.
+    const sent = await player.evaluate(() => window.interop.sendInput('hello from epic'));
+    check(sent, 'UIInteraction reaches the demo streamer', 'the frontend refused to send');
+    await s.waitFor(
+        streamer,
+        (id) => (window.streamer.state.players[id]?.inputs || []).some((m) => m.name === 'UIInteraction' && String(m.values[0]).includes('hello from epic')),
+        id,
+        { what: `UIInteraction under ${id}`, timeout: INPUT_TIMEOUT, check: 'UIInteraction reaches the demo streamer' }
+    );
+    const pairs = [...(await s.checkLoopback(streamer)), ...(await s.checkLoopback(player))];
+    const st = await s.state(player);
+    const shot = await s.screenshot(player, 'epic-plays-demo-streamer');
+    const shot2 = await s.screenshot(streamer, 'epic-plays-demo-streamer-streamer');
+    return {
+        ttff: { 'epic player': st.frames.first },
+        notes: [`player ${id}; candidate pairs ${[...new Set(pairs)].join('; ')}`, `screenshots ${shot}, ${shot2}`]
+    };
+}
+
+// The built-in player's failure messages and recovery, with max_players = 1: no streamer yet
+// (it waits and lists again), the streamer arrives (it plays), a second player is refused
+// (subscribeFailed "… is full …", shown), the streamer leaves (closed 1000, reconnecting, then
+// waiting) and a new streamer arrives (it plays again, same page load).
+async function builtinPlayerRecovers(s) {
+    const player = await s.openBuiltinPlayer('built-in player', '/');
+    await s.waitFor(player, () => window.player.state.status === 'waiting', null, { what: 'the "no streamer" state', check: 'the player says no streamer is connected' });
+    const waiting = await player.evaluate(() => document.getElementById('message').textContent);
+    check(/No streamer is connected/.test(waiting), 'the player says no streamer is connected', `message ${JSON.stringify(waiting)}`);
+    let streamer = await s.openBuiltinStreamer('DemoStreamer');
+    await s.waitForFrames(player, 'builtin', { frames: 20, check: 'the player subscribes once a streamer arrives' });
+    const ttff = { player: await player.evaluate(() => window.player.state.frames.first) };
+
+    const second = await s.openBuiltinPlayer('second built-in player', '/');
+    await s.waitFor(second, () => window.player.state.subscribeFailed.length > 0, null, { what: 'subscribeFailed', check: 'a full streamer is shown as such' });
+    const full = await second.evaluate(() => ({ failed: window.player.state.subscribeFailed, text: document.getElementById('message').textContent, status: window.player.state.status }));
+    check(/is full/.test(full.failed[0]) && full.text.includes(full.failed[0]) && full.status === 'subscribe failed', 'a full streamer is shown as such', JSON.stringify(full));
+    await second.close();
+
+    await streamer.close();
+    await s.waitFor(player, () => window.player.state.closes.length === 1, null, { what: 'the player closed when its streamer left', timeout: 5000 });
+    const closed = await player.evaluate(() => ({ close: window.player.state.closes[0], status: window.player.state.status, text: document.getElementById('message').textContent }));
+    check(
+        closed.close.code === 1000 && closed.close.reason === 'streamer disconnected' && closed.status === 'reconnecting' && /Disconnected \(1000 "streamer disconnected"\)/.test(closed.text),
+        'a disconnect is shown and the player reconnects',
+        JSON.stringify(closed)
+    );
+    await s.waitFor(player, () => window.player.state.connections === 2 && window.player.state.status === 'waiting', null, {
+        what: 'the player reconnected and waits for a streamer',
+        check: 'a disconnect is shown and the player reconnects'
+    });
+    streamer = await s.openBuiltinStreamer('DemoStreamer');
+    await s.waitForFrames(player, 'builtin', { frames: 20, check: 'the player plays the new streamer' });
+    const shot = await s.screenshot(player, 'builtin-player-recovers');
+    return {
+        ttff,
+        notes: [
+            `waiting: "${waiting}"; full: "${full.text}"; disconnected: "${closed.text}"`,
+            `screenshot ${shot}`
+        ]
+    };
+}
+
 export const SCENARIOS = {
     'three-players': {
         title: '1. one streamer, three players (ue5.7)',
@@ -272,7 +449,14 @@ export const SCENARIOS = {
     'two-streamers': { title: '3. two streamers, subscribe to the second by id', run: twoStreamers },
     'streamer-reconnects': { title: '4. streamer disconnects and reconnects with the same id', run: streamerReconnects },
     'max-players': { title: '5. max_players = 1', serverArgs: ['--max_players', '1'], run: maxPlayers },
-    keepalive: { title: '6. frontend keepalive at 1 s for 10 s', run: keepalive }
+    keepalive: { title: '6. frontend keepalive at 1 s for 10 s', run: keepalive },
+    'builtin-pages': { title: '7. built-in streamer page and two built-in players', run: builtinPages },
+    'builtin-player-recovers': {
+        title: '9. built-in player: no streamer, full, streamer leaves and returns',
+        serverArgs: ['--max_players', '1'],
+        run: builtinPlayerRecovers
+    },
+    'epic-plays-demo-streamer': { title: "8. Epic's frontend plays the built-in demo streamer", run: epicPlaysDemoStreamer }
 };
 
 // The self-check: the same scenarios through a fault proxy that drops one message type must fail,
