@@ -31,6 +31,4 @@ pub mod router;
 pub mod router_task;
 pub mod server;
 pub mod sessions;
-#[allow(dead_code)]
-// the accept path (src/accept/, issue 12) calls it; until it lands only tests do
 pub(crate) mod tls;

@@ -23,6 +23,7 @@ use crate::connection::{ConnectionSettings, Shared};
 use crate::http::api::Api;
 use crate::http::client_addr::ReverseProxy;
 use crate::http::cors::{Cors, CorsError};
+use crate::http::headers::{self, SecurityHeaders};
 use crate::http::static_files::StaticFiles;
 use crate::http::{Site, Web};
 use crate::ice::{Ice, LiveIce};
@@ -30,6 +31,7 @@ use crate::matchmaker::{self, MatchmakerSettings};
 use crate::router::{IceSource, Role, RouterConfig};
 use crate::router_task;
 use crate::sessions::{self, Limits};
+use crate::tls::{CertPaths, TlsIdentity};
 
 /// How long shutdown waits for connections to finish their close handshakes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -48,6 +50,8 @@ pub enum ServerError {
     PeerOptions(serde_json::Error),
     #[error("{0}")]
     Cors(#[from] CorsError),
+    #[error("TLS for the {port} port: {problem}")]
+    Tls { port: &'static str, problem: String },
 }
 
 /// A server whose listeners are bound; [`Server::run`] serves them.
@@ -55,10 +59,87 @@ pub enum ServerError {
 pub struct Server {
     config: Config,
     streamer: TcpListener,
-    player: TcpListener,
+    /// The plain player port: absent with `https` and without `https_redirect` (Wilbur).
+    player: Option<TcpListener>,
+    /// The HTTPS player port, with `https`.
+    https: Option<TcpListener>,
     sfu: TcpListener,
     site: Site,
+    tls: Identities,
     shutdown: CancellationToken,
+}
+
+/// The certificate of each port that has TLS.
+#[derive(Debug, Default)]
+struct Identities {
+    https: Option<TlsIdentity>,
+    streamer: Option<TlsIdentity>,
+    sfu: Option<TlsIdentity>,
+}
+
+impl Identities {
+    /// Loads every certificate the configuration asks for; ports naming the same files share
+    /// one identity. A missing, unreadable or mismatched file stops start-up, naming it.
+    fn load(config: &Config) -> Result<Self, ServerError> {
+        let shared = CertPaths {
+            cert: config.ssl_cert_path.clone(),
+            key: config.ssl_key_path.clone(),
+        };
+        let own = |cert: &std::path::Path, key: &std::path::Path| CertPaths {
+            cert: if cert.as_os_str().is_empty() {
+                shared.cert.clone()
+            } else {
+                cert.to_owned()
+            },
+            key: if key.as_os_str().is_empty() {
+                shared.key.clone()
+            } else {
+                key.to_owned()
+            },
+        };
+        let mut loaded: Vec<TlsIdentity> = Vec::new();
+        let mut load = |port: &'static str, on: bool, paths: CertPaths| -> Result<_, ServerError> {
+            if !on {
+                return Ok(None);
+            }
+            if let Some(same) = loaded.iter().find(|i| *i.paths() == paths) {
+                return Ok(Some(same.clone()));
+            }
+            let identity = TlsIdentity::load(paths).map_err(|e| ServerError::Tls {
+                port,
+                problem: e.to_string(),
+            })?;
+            loaded.push(identity.clone());
+            Ok(Some(identity))
+        };
+        Ok(Self {
+            https: load("HTTPS", config.https, shared.clone())?,
+            streamer: load(
+                "streamer",
+                config.streamer_tls,
+                own(
+                    &config.streamer_ssl_cert_path,
+                    &config.streamer_ssl_key_path,
+                ),
+            )?,
+            sfu: load(
+                "SFU",
+                config.sfu_tls,
+                own(&config.sfu_ssl_cert_path, &config.sfu_ssl_key_path),
+            )?,
+        })
+    }
+
+    fn named(&self) -> Vec<(&'static str, TlsIdentity)> {
+        [
+            ("HTTPS", &self.https),
+            ("streamer", &self.streamer),
+            ("SFU", &self.sfu),
+        ]
+        .into_iter()
+        .filter_map(|(name, identity)| identity.clone().map(|i| (name, i)))
+        .collect()
+    }
 }
 
 /// The player port's plain-HTTP settings from the configuration.
@@ -146,8 +227,22 @@ impl Server {
     /// Binds the streamer, player and SFU ports (port 0 picks an ephemeral port).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let site = web(&config).build()?;
+        let tls = Identities::load(&config)?;
+        let shutdown = CancellationToken::new();
+        // Registered before any port is bound: a SIGHUP sent once the ports are logged as
+        // listening reloads, and never finds the default action (exit) in place.
+        tokio::spawn(crate::tls::reload_on_sighup(tls.named(), shutdown.clone()));
         let streamer = bind(&config, "streamer", config.streamer_port, "--streamer_port").await?;
-        let player = bind(&config, "player", config.player_port, "--player_port").await?;
+        let player = if !config.https || config.https_redirect {
+            Some(bind(&config, "player", config.player_port, "--player_port").await?)
+        } else {
+            None
+        };
+        let https = if config.https {
+            Some(bind(&config, "HTTPS", config.https_port, "--https_port").await?)
+        } else {
+            None
+        };
         let sfu = bind(&config, "SFU", config.sfu_port, "--sfu_port").await?;
         // The built-in streamer page connects to the port actually bound (the configured 0 picks one).
         let site = site.with_pages(crate::http::pages::Settings {
@@ -158,9 +253,11 @@ impl Server {
             config,
             streamer,
             player,
+            https,
             sfu,
             site,
-            shutdown: CancellationToken::new(),
+            tls,
+            shutdown,
         })
     }
 
@@ -173,8 +270,22 @@ impl Server {
     pub fn streamer_addr(&self) -> SocketAddr {
         Self::addr(&self.streamer)
     }
+    /// The plain player port; without one (`https` without `https_redirect`), the HTTPS port.
     pub fn player_addr(&self) -> SocketAddr {
-        Self::addr(&self.player)
+        self.player
+            .as_ref()
+            .or(self.https.as_ref())
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), Self::addr)
+    }
+    /// The HTTPS player port, with `https`.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(Self::addr)
+    }
+    /// The port players are sent to: HTTPS's with `https`, else the plain one.
+    fn public_player_port(&self) -> u16 {
+        self.https_addr()
+            .unwrap_or_else(|| self.player_addr())
+            .port()
     }
     pub fn sfu_addr(&self) -> SocketAddr {
         Self::addr(&self.sfu)
@@ -239,7 +350,7 @@ impl Server {
         let rest = self.config.rest_api.then(|| {
             let settings = crate::http::rest::Settings {
                 streamer_port: Self::addr(&self.streamer).port(),
-                player_port: Self::addr(&self.player).port(),
+                player_port: self.player_addr().port(),
                 sfu_port: Self::addr(&self.sfu).port(),
                 peer_options: self.config.peer_options.clone(),
                 max_players: self.config.max_players,
@@ -257,14 +368,28 @@ impl Server {
             next_conn: Arc::new(AtomicU64::new(1)),
         };
         let handshake_timeout = self.config.handshake_timeout;
+        let public_player_port = self.public_player_port();
+        let https_port = self.https_addr().map(|a| a.port());
+        let acceptor_of =
+            |identity: &Option<TlsIdentity>| identity.as_ref().map(TlsIdentity::acceptor);
         tracker.spawn(accept::serve(
             self.streamer,
-            Port::new("streamer", Role::Streamer, None, handshake_timeout),
+            Port::new(
+                "streamer",
+                Role::Streamer,
+                acceptor_of(&self.tls.streamer),
+                handshake_timeout,
+            ),
             acceptor.clone(),
         ));
         tracker.spawn(accept::serve(
             self.sfu,
-            Port::new("SFU", Role::Sfu, None, handshake_timeout),
+            Port::new(
+                "SFU",
+                Role::Sfu,
+                acceptor_of(&self.tls.sfu),
+                handshake_timeout,
+            ),
             acceptor.clone(),
         ));
         if self.config.use_matchmaker {
@@ -273,9 +398,9 @@ impl Server {
                 port: self.config.matchmaker_port,
                 retry_interval: self.config.matchmaker_retry_interval,
                 public_ip: self.config.public_ip.clone(),
-                // The bound port (the configured one, unless that was 0). No TLS on it yet.
-                player_port: Self::addr(&self.player).port(),
-                https: false,
+                // The bound port (the configured one, unless that was 0); HTTPS's with https.
+                player_port: public_player_port,
+                https: self.config.https,
                 keepalive: matchmaker::KEEPALIVE,
             };
             tracker.spawn(matchmaker::run(settings, counts, shutdown.clone()));
@@ -284,14 +409,42 @@ impl Server {
         }
         let write_timeout = api.settings.stream_write_timeout;
         let app = crate::http::app(shutdown.clone(), api, rest, &self.site);
-        let player = Port::new("player", Role::Player, None, handshake_timeout).with_http(
-            app,
-            write_timeout,
-            &acceptor,
-            self.config.player_allowed_origins.clone(),
-            self.site.hops(),
-        );
-        tracker.spawn(accept::serve(self.player, player, acceptor.clone()));
+        let security = SecurityHeaders {
+            hsts_max_age: self.config.hsts_max_age,
+            frame_ancestors: self.config.frame_ancestors.clone(),
+        };
+        let origins = &self.config.player_allowed_origins;
+        if let Some(listener) = self.player {
+            // With https_redirect, plain HTTP answers 308 to HTTPS; upgrades are still served.
+            let plain = match https_port {
+                Some(port) => crate::http::redirect::https_redirect(port),
+                None => app.clone(),
+            };
+            let port = Port::new("player", Role::Player, None, handshake_timeout).with_http(
+                headers::layer(plain, &security, false),
+                write_timeout,
+                &acceptor,
+                origins.clone(),
+                self.site.hops(),
+            );
+            tracker.spawn(accept::serve(listener, port, acceptor.clone()));
+        }
+        if let Some(listener) = self.https {
+            let port = Port::new(
+                "HTTPS",
+                Role::Player,
+                acceptor_of(&self.tls.https),
+                handshake_timeout,
+            )
+            .with_http(
+                headers::layer(app, &security, true),
+                write_timeout,
+                &acceptor,
+                origins.clone(),
+                self.site.hops(),
+            );
+            tracker.spawn(accept::serve(listener, port, acceptor.clone()));
+        }
         drop(acceptor);
 
         tokio::select! {

@@ -131,6 +131,7 @@ impl TlsIdentity {
 
     /// Reads the same files again and serves the new certificate to new handshakes; on error
     /// the one in use stays.
+    #[cfg(test)]
     pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let key = certified_key(&self.inner.paths, self.inner.config.crypto_provider())?;
         self.install(Arc::new(key));

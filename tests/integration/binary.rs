@@ -17,7 +17,7 @@ pub(crate) fn binary() -> Command {
 }
 
 /// The address from a line like "… player port listening on 127.0.0.1:41234".
-fn listening_addr(line: &str, role: &str) -> Option<SocketAddr> {
+pub(crate) fn listening_addr(line: &str, role: &str) -> Option<SocketAddr> {
     let (_, rest) = line.split_once(&format!("{role} port listening on "))?;
     rest.trim().parse().ok()
 }

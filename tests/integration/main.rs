@@ -31,6 +31,7 @@ mod sfu;
 mod shutdown;
 mod streamer_ids;
 mod streamer_leaving;
+mod tls;
 mod transport;
 mod turn;
 mod web;
