@@ -16,6 +16,11 @@ static CHROMIUM: Mutex<()> = Mutex::new(());
 
 /// Runs one scenario of run.mjs; its summary line goes straight to the terminal (stderr).
 fn scenario(name: &str) {
+    scenario_with(name, &[]);
+}
+
+/// [`scenario`] with more arguments for run.mjs.
+fn scenario_with(name: &str, extra: &[&std::ffi::OsStr]) {
     let _one_at_a_time = CHROMIUM.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     assert!(
@@ -39,6 +44,7 @@ fn scenario(name: &str) {
         ])
         .arg("--screenshots")
         .arg(&screenshots)
+        .args(extra)
         .env("WATCHDOG_S", "150")
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -129,4 +135,27 @@ fn built_in_page_scripts_parse() {
 #[test]
 fn built_in_player_shows_each_failure_and_recovers_by_itself() {
     scenario("builtin-player-recovers");
+}
+
+#[test]
+fn built_in_pages_over_https_and_wss_with_a_self_signed_certificate() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop-tls");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("write");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    scenario_with(
+        "builtin-pages",
+        &[
+            "--tls-cert".as_ref(),
+            cert_path.as_os_str(),
+            "--tls-key".as_ref(),
+            key_path.as_os_str(),
+        ],
+    );
 }
