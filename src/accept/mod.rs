@@ -226,15 +226,17 @@ async fn serve_socket(tcp: TcpStream, remote: SocketAddr, port: Arc<Port>, accep
             }
             let early_frames = head.split_off(len.min(head.len()));
             drop(head);
-            start(
+            // A task of its own: the connection's future then holds none of the opening's state
+            // (the TLS handshake's future is large) for the connection's life.
+            let tracker = acceptor.tracker.clone();
+            tracker.spawn(start(
                 stream,
                 early_frames,
                 port.role,
                 accepted.opening,
                 remote,
                 acceptor,
-            )
-            .await;
+            ));
         }
         Head::Complete {
             verdict: Verdict::Http,
