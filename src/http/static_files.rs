@@ -52,7 +52,8 @@ impl StaticFiles {
             if !self.root.is_dir() {
                 warnings.push(format!(
                     "static files: http_root {:?} is not a folder (relative paths start at the \
-                     working directory {cwd:?}); every file request will be answered 404",
+                     working directory {cwd:?}); GET / will serve the built-in player page and \
+                     every other file request will be answered 404",
                     self.root
                 ));
             } else if !self.root.join("index.html").is_file()
