@@ -414,19 +414,24 @@ impl Server {
             frame_ancestors: self.config.frame_ancestors.clone(),
         };
         let origins = &self.config.player_allowed_origins;
+        let token: Option<Arc<str>> = Some(self.config.player_token.as_str())
+            .filter(|t| !t.is_empty())
+            .map(Arc::from);
         if let Some(listener) = self.player {
             // With https_redirect, plain HTTP answers 308 to HTTPS; upgrades are still served.
             let plain = match https_port {
                 Some(port) => crate::http::redirect::https_redirect(port),
                 None => app.clone(),
             };
-            let port = Port::new("player", Role::Player, None, handshake_timeout).with_http(
-                headers::layer(plain, &security, false),
-                write_timeout,
-                &acceptor,
-                origins.clone(),
-                self.site.hops(),
-            );
+            let port = Port::new("player", Role::Player, None, handshake_timeout)
+                .with_token(token.clone())
+                .with_http(
+                    headers::layer(plain, &security, false),
+                    write_timeout,
+                    &acceptor,
+                    origins.clone(),
+                    self.site.hops(),
+                );
             tracker.spawn(accept::serve(listener, port, acceptor.clone()));
         }
         if let Some(listener) = self.https {
@@ -436,6 +441,7 @@ impl Server {
                 acceptor_of(&self.tls.https),
                 handshake_timeout,
             )
+            .with_token(token)
             .with_http(
                 headers::layer(app, &security, true),
                 write_timeout,

@@ -4,6 +4,7 @@
 //! `101` to write, or a refusal with its status and one-line reason, or "plain HTTP".
 
 use base64::Engine as _;
+use subtle::ConstantTimeEq as _;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::router::Opening;
@@ -21,6 +22,8 @@ pub(crate) struct Policy<'a> {
     pub(crate) serves_http: bool,
     /// Origins allowed to upgrade; empty allows any (and a missing `Origin`).
     pub(crate) origins: &'a [String],
+    /// The shared token an upgrade must present (`player_token`), if one is set.
+    pub(crate) token: Option<&'a str>,
 }
 
 /// A refused request: its status, the status's reason phrase and a one-line explanation.
@@ -80,6 +83,13 @@ pub(crate) const BAD_KEY: Refusal = refusal(
     "Bad Request",
     "Sec-WebSocket-Key must be the base64 of 16 bytes",
 );
+/// The token is missing or wrong (`player_token`); which of the two is not said.
+pub(crate) const UNAUTHORIZED: Refusal = Refusal {
+    status: 401,
+    phrase: "Unauthorized",
+    reason: "a valid token is required (?token= or Authorization: Bearer)",
+    header: Some(("www-authenticate", "Bearer")),
+};
 pub(crate) const ORIGIN: Refusal = refusal(
     403,
     "Forbidden",
@@ -152,7 +162,7 @@ pub(crate) struct Request<'a, H> {
 
 /// The handshake's checks, in this order: an upgrade at all (else HTTP or 426), GET (405),
 /// HTTP/1.1 (400), `Sec-WebSocket-Version: 13` (426), a key that is the base64 of 16 bytes (400),
-/// an allowed `Origin` (403).
+/// an allowed `Origin` (403), the token when one is required (401).
 pub(crate) fn check<'a, H, I>(request: &Request<'a, H>, policy: Policy<'_>) -> Verdict
 where
     H: Fn(&'static str) -> I,
@@ -194,6 +204,11 @@ where
     if !origin_allowed(policy.origins, one("origin")) {
         return Verdict::Refuse(ORIGIN);
     }
+    if let Some(expected) = policy.token
+        && !presents_token(request.query, (request.headers)("authorization"), expected)
+    {
+        return Verdict::Refuse(UNAUTHORIZED);
+    }
     Verdict::Upgrade(Accepted {
         accept_key: derive_accept_key(key),
         protocol: (request.headers)("sec-websocket-protocol")
@@ -201,6 +216,30 @@ where
             .and_then(first_subprotocol),
         opening: opening(request.query),
     })
+}
+
+/// Whether the request presents `expected`: as the `token` query parameter (all a browser's
+/// WebSocket can set, as in Wilbur's `?token=`) or as `Authorization: Bearer` (from a proxy or
+/// a native client). Every candidate is compared in constant time, so the time taken tells
+/// nothing of how much of a guess was right (only, as with any such comparison, whether its
+/// length was).
+fn presents_token<'a>(
+    query: Option<&str>,
+    mut authorization: impl Iterator<Item = &'a [u8]>,
+    expected: &str,
+) -> bool {
+    let matches = |given: &[u8]| bool::from(given.ct_eq(expected.as_bytes()));
+    let in_query = query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .any(|(name, value)| name == "token" && matches(value.as_bytes()))
+    });
+    in_query
+        || authorization.any(|value| {
+            value
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+                && matches(value[7..].trim_ascii())
+        })
 }
 
 /// RFC 6455 §4.1: the key is a randomly chosen 16-byte value, base64-encoded (24 characters).

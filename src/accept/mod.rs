@@ -72,6 +72,8 @@ pub(crate) struct Port {
     pub(crate) handshake_timeout: Duration,
     /// Reverse proxies trusted for the client's address.
     pub(crate) hops: u32,
+    /// The token an upgrade must present (`player_token`); never logged.
+    pub(crate) token: Option<Arc<str>>,
     /// Refusals logged as warnings at most once a second per port (the second of the last).
     refusal_warned: AtomicU64,
     started: Instant,
@@ -100,9 +102,17 @@ impl Port {
             origins: Vec::new(),
             handshake_timeout,
             hops: 0,
+            token: None,
             refusal_warned: AtomicU64::new(u64::MAX),
             started: Instant::now(),
         }
+    }
+
+    /// Upgrades on this port must present `token` (`?token=` or `Authorization: Bearer`).
+    /// Set before [`Port::with_http`], which hands it to upgrades after HTTP requests.
+    pub(crate) fn with_token(mut self, token: Option<Arc<str>>) -> Self {
+        self.token = token;
+        self
     }
 
     /// This port also serves `app` over HTTP (and upgrades after HTTP requests, checked alike).
@@ -117,6 +127,7 @@ impl Port {
         let later = Arc::new(Later {
             acceptor: acceptor.clone(),
             origins: origins.clone(),
+            token: self.token.clone(),
         });
         let app = app.layer(axum::middleware::from_fn_with_state(later, upgrade_later));
         self.http = Some(Http { app, write_timeout });
@@ -129,6 +140,7 @@ impl Port {
         Policy {
             serves_http: self.http.is_some(),
             origins: &self.origins,
+            token: self.token.as_deref(),
         }
     }
 
@@ -419,6 +431,7 @@ async fn serve_http<S>(
 struct Later {
     acceptor: Acceptor,
     origins: Vec<String>,
+    token: Option<Arc<str>>,
 }
 
 /// An upgrade request that follows a plain request on a kept-alive connection (a proxy reusing
@@ -442,6 +455,7 @@ async fn upgrade_later(
             Policy {
                 serves_http: true,
                 origins: &later.origins,
+                token: later.token.as_deref(),
             },
         )
     };

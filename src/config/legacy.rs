@@ -78,20 +78,7 @@ pub(crate) const LEGACY: &[Legacy] = &[
             "this server never rewrites its configuration file; --log_config shows the effective settings",
         ),
     ),
-    flag(
-        "player_token",
-        Wilbur,
-        Refuse(
-            "player tokens are not supported in this version: players would connect without one",
-        ),
-    ),
-    flag(
-        "player_token_file",
-        Wilbur,
-        Refuse(
-            "player tokens are not supported in this version: players would connect without one",
-        ),
-    ),
+    flag("player_token_file", Wilbur, ReadFile("player_token")),
     flag("turn_secret_file", Wilbur, ReadFile("ice.turn_secret")),
     flag(
         "player_keepalive_timeout",

@@ -265,6 +265,8 @@ keys! {
             "Strict-Transport-Security max-age sent over HTTPS; 0 sends none",
         frame_ancestors: String ["SOURCES"]
             "Content-Security-Policy frame-ancestors: who may frame the pages; empty sends none",
+        player_token: String ["TOKEN"]
+            "Token a player's WebSocket must present (?token= or Authorization: Bearer); empty is none",
         player_allowed_origins: Vec<String> ["LIST"]
             "Origins allowed to open a player WebSocket, comma-separated; empty allows any",
         #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]

@@ -7,10 +7,12 @@ const UPGRADE: &str = "GET /any/path?x=1 HTTP/1.1\r\nHost: a\r\nConnection: keep
 const WS_ONLY: Policy<'static> = Policy {
     serves_http: false,
     origins: &[],
+    token: None,
 };
 const HTTP_TOO: Policy<'static> = Policy {
     serves_http: true,
     origins: &[],
+    token: None,
 };
 
 fn verdict(head: &str, policy: Policy<'_>) -> Verdict {
@@ -174,6 +176,7 @@ fn the_origin_list_admits_only_its_origins() {
     let policy = Policy {
         serves_http: true,
         origins: &allowed,
+        token: None,
     };
     let with = |origin: &str| format!("{UPGRADE}Origin: {origin}\r\n\r\n");
     assert!(matches!(
@@ -265,4 +268,45 @@ proptest! {
             whole
         );
     }
+}
+
+#[test]
+fn a_required_token_is_taken_from_the_query_or_a_bearer_header() {
+    let policy = Policy {
+        serves_http: true,
+        origins: &[],
+        token: Some("s3cret+/="),
+    };
+    let head =
+        |target: &str, extra: &str| UPGRADE.replacen("/any/path?x=1", target, 1) + extra + "\r\n";
+    let admitted = |target: &str, extra: &str| {
+        matches!(verdict(&head(target, extra), policy), Verdict::Upgrade(_))
+    };
+    // The query's value is percent-decoded, as URLSearchParams encodes it.
+    assert!(admitted("/?token=s3cret%2B%2F%3D", ""));
+    assert!(admitted("/?StreamerId=a&token=s3cret%2B%2F%3D", ""));
+    assert!(admitted("/", "Authorization: Bearer s3cret+/=\r\n"));
+    assert!(admitted("/", "authorization: bearer  s3cret+/= \r\n"));
+    for (target, extra) in [
+        ("/", ""),
+        ("/?token=", ""),
+        ("/?token=s3cret", ""),
+        ("/?token=s3cret%2B%2F%3Dx", ""),
+        ("/?Token=s3cret%2B%2F%3D", ""),
+        ("/?x=s3cret%2B%2F%3D", ""),
+        ("/", "Authorization: Basic s3cret+/=\r\n"),
+        ("/", "Authorization: Bearer\r\n"),
+        ("/", "Authorization: Bearer wrong\r\n"),
+    ] {
+        assert_eq!(
+            verdict(&head(target, extra), policy),
+            Verdict::Refuse(UNAUTHORIZED),
+            "{target} {extra:?}"
+        );
+    }
+    // Plain HTTP on the same port is not asked for the token: it guards the upgrade.
+    assert_eq!(
+        verdict("GET / HTTP/1.1\r\nHost: a\r\n\r\n", policy),
+        Verdict::Http
+    );
 }

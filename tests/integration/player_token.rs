@@ -1,0 +1,103 @@
+//! `player_token`: a player WebSocket presents the shared token in its URL (`?token=`) or as
+//! `Authorization: Bearer`, or is answered 401 before the upgrade; the streamer and SFU ports,
+//! and plain HTTP on the player port, are not asked for it.
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::support::{TestPeer, TestServer, config};
+use crate::transport::read_response;
+
+const TOKEN: &str = "tok+en/=";
+const UPGRADE: &str = "Host: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+async fn server() -> TestServer {
+    let mut config = config();
+    config.player_token = TOKEN.to_owned();
+    TestServer::start(config).await
+}
+
+/// The response to a raw upgrade request for `target` with `extra` header lines.
+async fn upgrade(server: &TestServer, target: &str, extra: &str) -> String {
+    let mut tcp = TcpStream::connect(server.player).await.expect("connect");
+    let request = format!("GET {target} HTTP/1.1\r\n{UPGRADE}{extra}\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    read_response(&mut tcp).await
+}
+
+#[tokio::test]
+async fn players_with_the_token_get_config_and_others_get_401_before_the_upgrade() {
+    let server = server().await;
+    // In the URL, encoded as a browser's URLSearchParams would.
+    let url = format!("ws://{}/?StreamerId=x&token=tok%2Ben%2F%3D", server.player);
+    let mut player = TestPeer::connect_url(&url, "player").await;
+    player.expect_type("config").await;
+
+    // As a bearer token, from a proxy or a native client.
+    let mut request = format!("ws://{}/", server.player)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("bearer");
+    let mut bearer = TestPeer {
+        ws,
+        name: "bearer".into(),
+    };
+    bearer.expect_type("config").await;
+
+    for (target, extra) in [
+        ("/", ""),
+        ("/?token=", ""),
+        ("/?token=tok%2Ben", ""),
+        ("/?token=wrong", ""),
+        ("/", "Authorization: Bearer wrong\r\n"),
+        ("/", "Authorization: Basic dG9rK2VuLz0=\r\n"),
+    ] {
+        let response = upgrade(&server, target, extra).await;
+        assert!(
+            response.starts_with("HTTP/1.1 401 "),
+            "{target} {extra:?}: {response}"
+        );
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{response}"
+        );
+        assert!(!response.contains(TOKEN), "{response}");
+    }
+    let accepted = upgrade(&server, "/?token=tok%2Ben%2F%3D", "").await;
+    assert!(accepted.starts_with("HTTP/1.1 101 "), "{accepted}");
+
+    // The streamer and the SFU ports are not asked for the player's token.
+    let mut streamer = TestPeer::connect(server.streamer, "streamer").await;
+    streamer.expect_type("config").await;
+    let mut sfu = TestPeer::connect(server.sfu, "sfu").await;
+    sfu.expect_type("config").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_after_plain_http_on_a_kept_alive_connection_needs_the_token_too() {
+    let server = server().await;
+    let mut tcp = TcpStream::connect(server.player).await.expect("connect");
+    // Plain HTTP is not asked for the token.
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("send");
+    let health = read_response(&mut tcp).await;
+    assert!(health.starts_with("HTTP/1.1 200 "), "{health}");
+    tcp.write_all(format!("GET /?token=nope HTTP/1.1\r\n{UPGRADE}\r\n").as_bytes())
+        .await
+        .expect("send");
+    let refused = read_response(&mut tcp).await;
+    assert!(refused.starts_with("HTTP/1.1 401 "), "{refused}");
+    server.shutdown().await;
+}
