@@ -372,6 +372,7 @@ impl Server {
         let https_port = self.https_addr().map(|a| a.port());
         let acceptor_of =
             |identity: &Option<TlsIdentity>| identity.as_ref().map(TlsIdentity::acceptor);
+        let token_of = |token: &str| Some(token).filter(|t| !t.is_empty()).map(Arc::<str>::from);
         tracker.spawn(accept::serve(
             self.streamer,
             Port::new(
@@ -379,7 +380,8 @@ impl Server {
                 Role::Streamer,
                 acceptor_of(&self.tls.streamer),
                 handshake_timeout,
-            ),
+            )
+            .with_token(token_of(&self.config.streamer_token)),
             acceptor.clone(),
         ));
         tracker.spawn(accept::serve(
@@ -389,7 +391,8 @@ impl Server {
                 Role::Sfu,
                 acceptor_of(&self.tls.sfu),
                 handshake_timeout,
-            ),
+            )
+            .with_token(token_of(&self.config.sfu_token)),
             acceptor.clone(),
         ));
         if self.config.use_matchmaker {
@@ -414,9 +417,7 @@ impl Server {
             frame_ancestors: self.config.frame_ancestors.clone(),
         };
         let origins = &self.config.player_allowed_origins;
-        let token: Option<Arc<str>> = Some(self.config.player_token.as_str())
-            .filter(|t| !t.is_empty())
-            .map(Arc::from);
+        let token = token_of(&self.config.player_token);
         if let Some(listener) = self.player {
             // With https_redirect, plain HTTP answers 308 to HTTPS; upgrades are still served.
             let plain = match https_port {

@@ -267,6 +267,10 @@ keys! {
             "Content-Security-Policy frame-ancestors: who may frame the pages; empty sends none",
         player_token: String ["TOKEN"]
             "Token a player's WebSocket must present (?token= or Authorization: Bearer); empty is none",
+        streamer_token: String ["TOKEN"]
+            "Token a streamer's WebSocket must present (?token= or Authorization: Bearer); empty is none",
+        sfu_token: String ["TOKEN"]
+            "Token an SFU's WebSocket must present (?token= or Authorization: Bearer); empty is none",
         player_allowed_origins: Vec<String> ["LIST"]
             "Origins allowed to open a player WebSocket, comma-separated; empty allows any",
         #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]

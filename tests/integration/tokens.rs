@@ -1,6 +1,6 @@
-//! `player_token`: a player WebSocket presents the shared token in its URL (`?token=`) or as
-//! `Authorization: Bearer`, or is answered 401 before the upgrade; the streamer and SFU ports,
-//! and plain HTTP on the player port, are not asked for it.
+//! `player_token`, `streamer_token`, `sfu_token`: a WebSocket presents its port's shared token in
+//! its URL (`?token=`) or as `Authorization: Bearer`, or is answered 401 before the upgrade. Each
+//! port has its own token, and plain HTTP on the player port is not asked for one.
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -99,5 +99,35 @@ async fn an_upgrade_after_plain_http_on_a_kept_alive_connection_needs_the_token_
         .expect("send");
     let refused = read_response(&mut tcp).await;
     assert!(refused.starts_with("HTTP/1.1 401 "), "{refused}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn streamers_and_sfus_present_their_own_tokens_and_a_players_token_is_not_one() {
+    let mut config = config();
+    config.player_token = TOKEN.to_owned();
+    config.streamer_token = "streamer-secret".to_owned();
+    config.sfu_token = "sfu-secret".to_owned();
+    let server = TestServer::start(config).await;
+    for (addr, token) in [
+        (server.streamer, "streamer-secret"),
+        (server.sfu, "sfu-secret"),
+    ] {
+        for wrong in ["", "?token=wrong", "?token=tok%2Ben%2F%3D"] {
+            let mut tcp = TcpStream::connect(addr).await.expect("connect");
+            let request = format!("GET /{wrong} HTTP/1.1\r\n{UPGRADE}\r\n");
+            tcp.write_all(request.as_bytes()).await.expect("send");
+            let response = read_response(&mut tcp).await;
+            assert!(response.starts_with("HTTP/1.1 401 "), "{wrong}: {response}");
+        }
+        let mut peer = TestPeer::connect_url(&format!("ws://{addr}/?token={token}"), "peer").await;
+        peer.expect_type("config").await;
+    }
+    // The streamer's token does not open a player WebSocket.
+    let mut tcp = TcpStream::connect(server.player).await.expect("connect");
+    let request = format!("GET /?token=streamer-secret HTTP/1.1\r\n{UPGRADE}\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let response = read_response(&mut tcp).await;
+    assert!(response.starts_with("HTTP/1.1 401 "), "{response}");
     server.shutdown().await;
 }
