@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod accept;
+mod auth;
 pub mod config;
 pub mod connection;
 mod fd_limit;

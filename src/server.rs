@@ -354,6 +354,7 @@ impl Server {
                 sfu_port: Self::addr(&self.sfu).port(),
                 peer_options: self.config.peer_options.clone(),
                 max_players: self.config.max_players,
+                admin_token: self.config.admin_token.clone(),
             };
             crate::http::rest::Rest::new(router.clone(), &settings)
         });

@@ -4,7 +4,6 @@
 //! `101` to write, or a refusal with its status and one-line reason, or "plain HTTP".
 
 use base64::Engine as _;
-use subtle::ConstantTimeEq as _;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::router::Opening;
@@ -205,7 +204,7 @@ where
         return Verdict::Refuse(ORIGIN);
     }
     if let Some(expected) = policy.token
-        && !presents_token(request.query, (request.headers)("authorization"), expected)
+        && !crate::auth::presents_token(request.query, (request.headers)("authorization"), expected)
     {
         return Verdict::Refuse(UNAUTHORIZED);
     }
@@ -216,30 +215,6 @@ where
             .and_then(first_subprotocol),
         opening: opening(request.query),
     })
-}
-
-/// Whether the request presents `expected`: as the `token` query parameter (all a browser's
-/// WebSocket can set, as in Wilbur's `?token=`) or as `Authorization: Bearer` (from a proxy or
-/// a native client). Every candidate is compared in constant time, so the time taken tells
-/// nothing of how much of a guess was right (only, as with any such comparison, whether its
-/// length was).
-fn presents_token<'a>(
-    query: Option<&str>,
-    mut authorization: impl Iterator<Item = &'a [u8]>,
-    expected: &str,
-) -> bool {
-    let matches = |given: &[u8]| bool::from(given.ct_eq(expected.as_bytes()));
-    let in_query = query.is_some_and(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .any(|(name, value)| name == "token" && matches(value.as_bytes()))
-    });
-    in_query
-        || authorization.any(|value| {
-            value
-                .get(..7)
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-                && matches(value[7..].trim_ascii())
-        })
 }
 
 /// RFC 6455 §4.1: the key is a randomly chosen 16-byte value, base64-encoded (24 characters).

@@ -536,6 +536,11 @@ impl Config {
 pub(crate) fn is_secret(key: &KeyDecl) -> bool {
     matches!(
         key.path().as_str(),
-        "ice.turn_secret" | "ice.turn_credential" | "player_token" | "streamer_token" | "sfu_token"
+        "ice.turn_secret"
+            | "ice.turn_credential"
+            | "player_token"
+            | "streamer_token"
+            | "sfu_token"
+            | "admin_token"
     )
 }

@@ -271,6 +271,8 @@ keys! {
             "Token a streamer's WebSocket must present (?token= or Authorization: Bearer); empty is none",
         sfu_token: String ["TOKEN"]
             "Token an SFU's WebSocket must present (?token= or Authorization: Bearer); empty is none",
+        admin_token: String ["TOKEN"]
+            "Bearer token /api's lists of streamers and players and /api/config require; empty is none",
         player_allowed_origins: Vec<String> ["LIST"]
             "Origins allowed to open a player WebSocket, comma-separated; empty allows any",
         #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]

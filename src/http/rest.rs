@@ -2,7 +2,8 @@
 //! players, the configuration and this API's OpenAPI document, in Wilbur's JSON field names,
 //! types and 404 bodies (Epic's `SignallingWebServer/src/paths/`). Handlers ask the router task
 //! for a copy of the tables (`router::snapshot`) and turn it into JSON; they keep no state and
-//! never change a table.
+//! never change a table. With `admin_token` set, the routes that reveal client addresses or
+//! settings answer only requests bearing it ([`guarded`]).
 //!
 //! How Wilbur's fields map onto this server, where they differ:
 //! - `remoteAddress` is the client's IP address without port, as Wilbur's
@@ -54,6 +55,9 @@ pub struct Settings {
     pub sfu_port: u16,
     pub peer_options: Map<String, Value>,
     pub max_players: u32,
+    /// `admin_token`: required as `Authorization: Bearer` by the routes that reveal addresses
+    /// or settings ([`guarded`]); empty requires none.
+    pub admin_token: String,
 }
 
 /// The REST API's state: a way to the router task and what is fixed at start.
@@ -64,6 +68,7 @@ pub struct Rest {
     config: Arc<Value>,
     started: Instant,
     reads: Arc<Semaphore>,
+    admin_token: Option<Arc<str>>,
 }
 
 impl Rest {
@@ -73,6 +78,9 @@ impl Rest {
             config: Arc::new(config_body(settings)),
             started: Instant::now(),
             reads: Arc::new(Semaphore::new(MAX_READS_IN_FLIGHT)),
+            admin_token: Some(settings.admin_token.as_str())
+                .filter(|t| !t.is_empty())
+                .map(Arc::from),
         }
     }
 
@@ -115,9 +123,48 @@ pub fn routes(rest: Option<Rest>) -> axum::Router {
     table()
         .into_iter()
         .fold(axum::Router::new(), |router, (path, method)| {
+            let method = if guarded(path) {
+                method.route_layer(axum::middleware::from_fn_with_state(
+                    rest.clone(),
+                    require_admin,
+                ))
+            } else {
+                method
+            };
             router.route(path, method)
         })
         .with_state(rest)
+}
+
+/// The routes that reveal client addresses (the lists of streamers and players) or settings
+/// (`/api/config`, whose `peerOptions` may hold TURN credentials): with `admin_token` set they
+/// answer only a request bearing it. `/api/status` and the API's definition stay open.
+fn guarded(path: &str) -> bool {
+    !matches!(path, "/api/status" | "/api/api-definition")
+}
+
+/// 401 unless the request bears `admin_token` (when one is set).
+async fn require_admin(
+    State(rest): State<Rest>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(expected) = rest.admin_token.as_deref() else {
+        return next.run(request).await;
+    };
+    let authorization = request.headers().get_all(header::AUTHORIZATION);
+    if crate::auth::bearer_presents(authorization.iter().map(|v| v.as_bytes()), expected) {
+        return next.run(request).await;
+    }
+    let mut response = message(
+        StatusCode::UNAUTHORIZED,
+        "This route needs the admin token: Authorization: Bearer <admin_token>.",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// Wilbur's error body, `{"message": "..."}`.

@@ -161,6 +161,7 @@ fn settings() -> Settings {
         sfu_port: 8889,
         peer_options: serde_json::Map::new(),
         max_players: 0,
+        admin_token: String::new(),
     }
 }
 
@@ -489,6 +490,7 @@ async fn config_never_contains_a_secret() {
             sfu_port: config.sfu_port,
             peer_options: config.peer_options.clone(),
             max_players: config.max_players,
+            admin_token: String::new(),
         };
         let app = f.app(Some(&s));
         let (status, body) = get(&app, "/api/config").await;

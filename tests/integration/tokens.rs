@@ -1,6 +1,7 @@
 //! `player_token`, `streamer_token`, `sfu_token`: a WebSocket presents its port's shared token in
 //! its URL (`?token=`) or as `Authorization: Bearer`, or is answered 401 before the upgrade. Each
-//! port has its own token, and plain HTTP on the player port is not asked for one.
+//! port has its own token, and plain HTTP on the player port is not asked for one. `admin_token`
+//! guards the REST API's routes that reveal addresses or settings.
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -129,5 +130,61 @@ async fn streamers_and_sfus_present_their_own_tokens_and_a_players_token_is_not_
     tcp.write_all(request.as_bytes()).await.expect("send");
     let response = read_response(&mut tcp).await;
     assert!(response.starts_with("HTTP/1.1 401 "), "{response}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_token_guards_the_api_routes_that_reveal_addresses_or_settings() {
+    let mut config = config();
+    config.admin_token = "adm1n".to_owned();
+    config.rest_api = true;
+    let server = TestServer::start(config).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", server.player);
+    for path in [
+        "/api/streamers",
+        "/api/players",
+        "/api/players/Player0",
+        "/api/config",
+    ] {
+        for bearer in [None, Some("wrong"), Some("adm1n ")] {
+            let mut request = client.get(url(path));
+            if let Some(bearer) = bearer {
+                request = request.bearer_auth(bearer);
+            }
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            // "adm1n " has a trailing space, which the check trims: the one right token.
+            let expected = if bearer == Some("adm1n ") {
+                [200, 404]
+            } else {
+                [401, 401]
+            };
+            assert!(expected.contains(&status), "{path} {bearer:?}: {status}");
+            if status == 401 {
+                let challenge = response.headers().get("www-authenticate").cloned();
+                assert_eq!(
+                    challenge.as_ref().and_then(|v| v.to_str().ok()),
+                    Some("Bearer")
+                );
+                let body: serde_json::Value = response.json().await.expect("json");
+                assert!(
+                    body["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("admin")),
+                    "{body}"
+                );
+            }
+        }
+    }
+    for path in ["/api/status", "/api/api-definition", "/healthz"] {
+        let status = client
+            .get(url(path))
+            .send()
+            .await
+            .expect("request")
+            .status();
+        assert_eq!(status.as_u16(), 200, "{path}");
+    }
     server.shutdown().await;
 }
