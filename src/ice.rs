@@ -15,7 +15,7 @@ use serde::Serialize;
 use sha1::Sha1;
 
 use crate::config::IceConfig;
-use crate::router::IceSource;
+use crate::router::{CredentialLifetime, IceSource};
 
 /// How TURN credentials are made.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,6 +40,10 @@ impl fmt::Debug for TurnAuth {
         }
     }
 }
+
+/// Seconds a streamer's or an SFU's time-limited TURN credential is good for: 10 years, as
+/// Epic's servers give them, since they get `config` once and may stay for months.
+pub(crate) const LONG_LIFETIME_SECS: u64 = 10 * 365 * 24 * 60 * 60;
 
 /// The configured ICE servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +102,14 @@ impl Ice {
         self.urls.is_empty()
     }
 
-    /// The entry for the peer (or player) known as `id`, at `now_unix` seconds.
+    /// The entry for the peer (or player) known as `id`, at `now_unix` seconds, its
+    /// credential good for `credential_lifetime`.
     pub fn server(&self, id: &str, now_unix: u64) -> IceServer {
+        self.server_for(id, now_unix, self.lifetime_secs)
+    }
+
+    /// The entry for `id` with a credential good for `lifetime_secs`.
+    fn server_for(&self, id: &str, now_unix: u64, lifetime_secs: u64) -> IceServer {
         let (username, credential) = match &self.auth {
             TurnAuth::None => {
                 return IceServer {
@@ -115,7 +125,7 @@ impl Ice {
                 credential,
             } => (username.clone(), credential.clone()),
             TurnAuth::Secret(secret) => {
-                let username = turn_rest_username(now_unix + self.lifetime_secs, id);
+                let username = turn_rest_username(now_unix + lifetime_secs, id);
                 let credential = turn_rest_credential(secret, &username);
                 (username, credential)
             }
@@ -125,7 +135,7 @@ impl Ice {
             username: Some(username),
             credentials: Some(credential.clone()),
             credential: Some(credential),
-            ttl: Some(self.lifetime_secs),
+            ttl: Some(lifetime_secs),
         }
     }
 }
@@ -157,8 +167,12 @@ pub fn unix_now() -> u64 {
 pub struct LiveIce(pub Arc<Ice>);
 
 impl IceSource for LiveIce {
-    fn ice_server(&self, id: &str) -> serde_json::Value {
-        serde_json::to_value(self.0.server(id, unix_now())).unwrap_or_default()
+    fn ice_server(&self, id: &str, lifetime: CredentialLifetime) -> serde_json::Value {
+        let server = match lifetime {
+            CredentialLifetime::Player => self.0.server(id, unix_now()),
+            CredentialLifetime::Long => self.0.server_for(id, unix_now(), LONG_LIFETIME_SECS),
+        };
+        serde_json::to_value(server).unwrap_or_default()
     }
 }
 
@@ -203,6 +217,36 @@ mod tests {
             json.as_object().unwrap().keys().collect::<Vec<_>>(),
             vec!["credential", "credentials", "ttl", "urls", "username"]
         );
+    }
+
+    #[test]
+    fn streamers_and_sfus_get_ten_year_credentials_and_players_credential_lifetime() {
+        let ice = Arc::new(Ice::new(&config(
+            "[ice]\nturn_urls = [\"turn:t:3478\"]\nturn_secret = \"secret\"\ncredential_lifetime = 600",
+        )));
+        let live = LiveIce(ice.clone());
+        for (lifetime, secs) in [
+            (CredentialLifetime::Player, 600),
+            (CredentialLifetime::Long, 315_360_000),
+        ] {
+            let before = unix_now();
+            let entry = live.ice_server("S", lifetime);
+            let after = unix_now();
+            assert_eq!(entry["ttl"], secs, "{lifetime:?}");
+            let username = entry["username"].as_str().unwrap();
+            let (expiry, id) = username.split_once(':').unwrap();
+            let expiry: u64 = expiry.parse().unwrap();
+            assert_eq!(id, "S");
+            assert!(
+                (before + secs..=after + secs).contains(&expiry),
+                "{lifetime:?} {expiry}"
+            );
+            // The credential is the TURN REST one for that username, whatever its lifetime.
+            assert_eq!(
+                entry["credential"],
+                turn_rest_credential("secret", username)
+            );
+        }
     }
 
     #[test]

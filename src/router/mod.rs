@@ -111,8 +111,17 @@ pub enum Output {
 /// with the id the connection has when it opens; the source owns the clock and any secret, so
 /// the router stays a pure function of its inputs (tests pass a fixed source).
 pub trait IceSource: fmt::Debug + Send + Sync {
-    /// One `RTCIceServer` entry for the peer known as `id`.
-    fn ice_server(&self, id: &str) -> serde_json::Value;
+    /// One `RTCIceServer` entry for the peer known as `id`, its credential good for `lifetime`.
+    fn ice_server(&self, id: &str, lifetime: CredentialLifetime) -> serde_json::Value;
+}
+
+/// How long a peer's TURN credential must last. Streamers and SFUs get `config` once, at
+/// connect, and may stay connected for months, so theirs is long-lived (Epic's servers give
+/// them 10 years); players keep `credential_lifetime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialLifetime {
+    Player,
+    Long,
 }
 
 /// The settings the routing core reads.
@@ -586,12 +595,12 @@ impl Router {
         let Some(ice) = &self.config.ice else {
             return self.config_message.clone();
         };
-        let id = match peer {
-            Peer::Streamer(e) | Peer::Sfu(e, _) => &e.id,
-            Peer::Player(s) => &s.player_id,
+        let (id, lifetime) = match peer {
+            Peer::Streamer(e) | Peer::Sfu(e, _) => (&e.id, CredentialLifetime::Long),
+            Peer::Player(s) => (&s.player_id, CredentialLifetime::Player),
         };
         let mut options = self.peer_options_map.clone();
-        let entry = ice.ice_server(id);
+        let entry = ice.ice_server(id, lifetime);
         match options.get_mut("iceServers") {
             Some(serde_json::Value::Array(servers)) => servers.push(entry),
             _ => {

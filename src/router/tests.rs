@@ -228,13 +228,22 @@ fn config_carries_peer_options_verbatim() {
     );
 }
 
-/// Mints `{"urls":["turn:t"],"username":"<id>"}`: the id shows which peer it was for.
+/// Mints `{"urls":["turn:t"],"username":"<id>"}`, `"<id>/long"` for a long-lived credential:
+/// the username shows which peer it was for and which lifetime it was asked for.
 #[derive(Debug)]
 struct FixedIce;
 
 impl crate::router::IceSource for FixedIce {
-    fn ice_server(&self, id: &str) -> serde_json::Value {
-        serde_json::json!({"urls": ["turn:t"], "username": id})
+    fn ice_server(
+        &self,
+        id: &str,
+        lifetime: crate::router::CredentialLifetime,
+    ) -> serde_json::Value {
+        let username = match lifetime {
+            crate::router::CredentialLifetime::Player => id.to_owned(),
+            crate::router::CredentialLifetime::Long => format!("{id}/long"),
+        };
+        serde_json::json!({"urls": ["turn:t"], "username": username})
     }
 }
 
@@ -266,9 +275,10 @@ fn config_carries_each_peers_own_ice_server_merged_into_peer_options() {
     assert_eq!(texts(&out, p1)[0], config("Player1"));
     assert_eq!(
         texts(&out, st),
-        [config("UnknownStreamer"), IDENTIFY.to_owned()]
+        [config("UnknownStreamer/long"), IDENTIFY.to_owned()]
     );
-    assert_eq!(texts(&out, f)[0], config("UnknownStreamer1"));
+    // Streamers and SFUs get config once and keep it: their credentials are long-lived.
+    assert_eq!(texts(&out, f)[0], config("UnknownStreamer1/long"));
 
     // Without iceServers in peer_options, the list is created.
     let mut h = Harness::with(RouterConfig {

@@ -29,20 +29,28 @@ fn with_secret() -> Config {
     }
 }
 
-/// Checks one TURN REST entry: fresh expiry, the id, and the HMAC of the username.
+/// Checks one TURN REST entry: fresh expiry, the id, and the HMAC of the username, for a
+/// player's `credential_lifetime` (600 s here).
 fn assert_turn_rest(entry: &Value, id: &str) {
+    assert_turn_rest_for(entry, id, 600);
+}
+
+/// Streamers and SFUs get config once and may stay for months: 10 years, as Epic gives them.
+const LONG_LIFETIME: u64 = 10 * 365 * 24 * 60 * 60;
+
+fn assert_turn_rest_for(entry: &Value, id: &str, lifetime: u64) {
     let username = entry["username"].as_str().expect("username");
     let (expiry, name) = username.split_once(':').expect("expiry:id");
     assert_eq!(name, id);
     let expiry: u64 = expiry.parse().expect("unix time");
     let now = unix_now();
     assert!(
-        (now + 590..=now + 601).contains(&expiry),
-        "{expiry} is not now + 600"
+        (now + lifetime - 10..=now + lifetime + 1).contains(&expiry),
+        "{expiry} is not now + {lifetime}"
     );
     assert_eq!(entry["credential"], turn_rest_credential(SECRET, username));
     assert_eq!(entry["credentials"], entry["credential"]);
-    assert_eq!(entry["ttl"], 600);
+    assert_eq!(entry["ttl"], lifetime);
     assert_eq!(
         entry["urls"],
         json!(["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"])
@@ -113,14 +121,16 @@ async fn config_messages_carry_each_peers_own_turn_credentials() {
 
     let mut streamer = TestPeer::connect(server.streamer, "streamer").await;
     let config = streamer.expect_type("config").await;
-    assert_turn_rest(
+    assert_turn_rest_for(
         &config["peerConnectionOptions"]["iceServers"][1],
         "UnknownStreamer",
+        LONG_LIFETIME,
     );
     let mut sfu = TestPeer::connect(server.sfu, "sfu").await;
     let config = sfu.expect_type("config").await;
-    assert_turn_rest(
+    assert_turn_rest_for(
         &config["peerConnectionOptions"]["iceServers"][1],
         "UnknownStreamer1",
+        LONG_LIFETIME,
     );
 }
