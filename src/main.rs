@@ -46,7 +46,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         tokio::spawn(logging.report_dropped_lines());
-        Server::bind(config).await?.run().await
+        let server = Server::bind(config).await?;
+        // Every listener is bound: tell systemd (Type=notify) the service is up. Nothing is
+        // sent without NOTIFY_SOCKET, as outside systemd.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!("cannot tell systemd the server is ready: {e}");
+        }
+        server.run().await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -253,3 +253,48 @@ async fn a_port_in_use_is_named_and_exits_1() {
         "stderr: {stderr}"
     );
 }
+
+/// Under systemd (`Type=notify`), the server sends `READY=1` to `NOTIFY_SOCKET` once every
+/// listener is bound: a connection made right after it is served.
+#[tokio::test]
+async fn ready_is_sent_to_notify_socket_once_every_port_is_bound() {
+    let dir = std::env::temp_dir().join(format!("signalling-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = tokio::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+    let mut child = binary()
+        .env("NOTIFY_SOCKET", &path)
+        .args(LOOPBACK)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the signalling binary");
+    let mut buf = [0u8; 256];
+    let n = timeout(TIMEOUT, socket.recv(&mut buf))
+        .await
+        .expect("READY=1 within the timeout")
+        .expect("recv");
+    assert_eq!(
+        std::str::from_utf8(&buf[..n]).expect("utf-8").trim(),
+        "READY=1"
+    );
+    // The addresses were logged before it, and each port is serving.
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (mut streamer, mut player) = (None, None);
+    while streamer.is_none() || player.is_none() {
+        let line = next_line(&mut lines).await;
+        streamer = streamer.or(listening_addr(&line, "streamer"));
+        player = player.or(listening_addr(&line, "player"));
+    }
+    let mut peer = TestPeer::connect(player.expect("player"), "player").await;
+    peer.expect_type("config").await;
+    let mut peer = TestPeer::connect(streamer.expect("streamer"), "streamer").await;
+    peer.expect_type("config").await;
+    sigterm(&child);
+    let status = timeout(TIMEOUT, child.wait())
+        .await
+        .expect("exit")
+        .expect("status");
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
