@@ -3,6 +3,8 @@
 //! port has its own token, and plain HTTP on the player port is not asked for one. `admin_token`
 //! guards the REST API's routes that reveal addresses or settings.
 
+use std::net::SocketAddr;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -20,9 +22,9 @@ async fn server() -> TestServer {
     TestServer::start(config).await
 }
 
-/// The response to a raw upgrade request for `target` with `extra` header lines.
-async fn upgrade(server: &TestServer, target: &str, extra: &str) -> String {
-    let mut tcp = TcpStream::connect(server.player).await.expect("connect");
+/// The response to a raw upgrade request for `target` with `extra` header lines, on `addr`.
+async fn upgrade(addr: SocketAddr, target: &str, extra: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {target} HTTP/1.1\r\n{UPGRADE}{extra}\r\n");
     tcp.write_all(request.as_bytes()).await.expect("send");
     read_response(&mut tcp).await
@@ -61,7 +63,7 @@ async fn players_with_the_token_get_config_and_others_get_401_before_the_upgrade
         ("/", "Authorization: Bearer wrong\r\n"),
         ("/", "Authorization: Basic dG9rK2VuLz0=\r\n"),
     ] {
-        let response = upgrade(&server, target, extra).await;
+        let response = upgrade(server.player, target, extra).await;
         assert!(
             response.starts_with("HTTP/1.1 401 "),
             "{target} {extra:?}: {response}"
@@ -74,7 +76,7 @@ async fn players_with_the_token_get_config_and_others_get_401_before_the_upgrade
         );
         assert!(!response.contains(TOKEN), "{response}");
     }
-    let accepted = upgrade(&server, "/?token=tok%2Ben%2F%3D", "").await;
+    let accepted = upgrade(server.player, "/?token=tok%2Ben%2F%3D", "").await;
     assert!(accepted.starts_with("HTTP/1.1 101 "), "{accepted}");
 
     // The streamer and the SFU ports are not asked for the player's token.
@@ -115,20 +117,14 @@ async fn streamers_and_sfus_present_their_own_tokens_and_a_players_token_is_not_
         (server.sfu, "sfu-secret"),
     ] {
         for wrong in ["", "?token=wrong", "?token=tok%2Ben%2F%3D"] {
-            let mut tcp = TcpStream::connect(addr).await.expect("connect");
-            let request = format!("GET /{wrong} HTTP/1.1\r\n{UPGRADE}\r\n");
-            tcp.write_all(request.as_bytes()).await.expect("send");
-            let response = read_response(&mut tcp).await;
+            let response = upgrade(addr, &format!("/{wrong}"), "").await;
             assert!(response.starts_with("HTTP/1.1 401 "), "{wrong}: {response}");
         }
         let mut peer = TestPeer::connect_url(&format!("ws://{addr}/?token={token}"), "peer").await;
         peer.expect_type("config").await;
     }
     // The streamer's token does not open a player WebSocket.
-    let mut tcp = TcpStream::connect(server.player).await.expect("connect");
-    let request = format!("GET /?token=streamer-secret HTTP/1.1\r\n{UPGRADE}\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("send");
-    let response = read_response(&mut tcp).await;
+    let response = upgrade(server.player, "/?token=streamer-secret", "").await;
     assert!(response.starts_with("HTTP/1.1 401 "), "{response}");
     server.shutdown().await;
 }
