@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::accept::{self, Acceptor, Port};
+use crate::auth::Gates;
 use crate::config::Config;
 use crate::connection::{ConnectionSettings, Shared};
 use crate::http::api::Api;
@@ -50,6 +51,8 @@ pub enum ServerError {
     PeerOptions(serde_json::Error),
     #[error("{0}")]
     Cors(#[from] CorsError),
+    #[error("{0}")]
+    Auth(String),
     #[error("TLS for the {port} port: {problem}")]
     Tls { port: &'static str, problem: String },
 }
@@ -66,6 +69,8 @@ pub struct Server {
     sfu: TcpListener,
     site: Site,
     tls: Identities,
+    /// What each WebSocket port requires of an upgrade.
+    gates: Gates,
     shutdown: CancellationToken,
 }
 
@@ -228,6 +233,7 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let site = web(&config).build()?;
         let tls = Identities::load(&config)?;
+        let gates = Gates::load(&config).map_err(ServerError::Auth)?;
         let shutdown = CancellationToken::new();
         // Registered before any port is bound: a SIGHUP sent once the ports are logged as
         // listening reloads, and never finds the default action (exit) in place.
@@ -257,6 +263,7 @@ impl Server {
             sfu,
             site,
             tls,
+            gates,
             shutdown,
         })
     }
@@ -346,6 +353,7 @@ impl Server {
             sessions: sessions_handle,
             ice,
             settings: Arc::new(self.config.sessions.clone()),
+            auth: self.gates.player.clone(),
         };
         let rest = self.config.rest_api.then(|| {
             let settings = crate::http::rest::Settings {
@@ -373,7 +381,6 @@ impl Server {
         let https_port = self.https_addr().map(|a| a.port());
         let acceptor_of =
             |identity: &Option<TlsIdentity>| identity.as_ref().map(TlsIdentity::acceptor);
-        let token_of = |token: &str| Some(token).filter(|t| !t.is_empty()).map(Arc::<str>::from);
         tracker.spawn(accept::serve(
             self.streamer,
             Port::new(
@@ -382,7 +389,7 @@ impl Server {
                 acceptor_of(&self.tls.streamer),
                 handshake_timeout,
             )
-            .with_token(token_of(&self.config.streamer_token)),
+            .with_gate(self.gates.streamer.clone()),
             acceptor.clone(),
         ));
         tracker.spawn(accept::serve(
@@ -393,7 +400,7 @@ impl Server {
                 acceptor_of(&self.tls.sfu),
                 handshake_timeout,
             )
-            .with_token(token_of(&self.config.sfu_token)),
+            .with_gate(self.gates.sfu.clone()),
             acceptor.clone(),
         ));
         if self.config.use_matchmaker {
@@ -418,7 +425,6 @@ impl Server {
             frame_ancestors: self.config.frame_ancestors.clone(),
         };
         let origins = &self.config.player_allowed_origins;
-        let token = token_of(&self.config.player_token);
         if let Some(listener) = self.player {
             // With https_redirect, plain HTTP answers 308 to HTTPS; upgrades are still served.
             let plain = match https_port {
@@ -426,7 +432,7 @@ impl Server {
                 None => app.clone(),
             };
             let port = Port::new("player", Role::Player, None, handshake_timeout)
-                .with_token(token.clone())
+                .with_gate(self.gates.player.clone())
                 .with_http(
                     headers::layer(plain, &security, false),
                     write_timeout,
@@ -443,7 +449,7 @@ impl Server {
                 acceptor_of(&self.tls.https),
                 handshake_timeout,
             )
-            .with_token(token)
+            .with_gate(self.gates.player.clone())
             .with_http(
                 headers::layer(app, &security, true),
                 write_timeout,

@@ -33,6 +33,11 @@ pub const SENDING_TOO_FAST: Close = Close {
     code: 1008,
     reason: "sending too fast",
 };
+/// A streamer's `endpointId` asked for an id its token may not claim (`streamer_tokens`).
+pub const ID_NOT_ALLOWED: Close = Close {
+    code: 1008,
+    reason: "streamer id not allowed for this token",
+};
 /// A message above `max_message_size`.
 pub const MESSAGE_TOO_BIG: Close = Close {
     code: 1009,

@@ -6,6 +6,7 @@
 use base64::Engine as _;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::auth::Gate;
 use crate::router::Opening;
 
 /// The largest request head read before the connection is refused with 431. Browsers send
@@ -21,8 +22,8 @@ pub(crate) struct Policy<'a> {
     pub(crate) serves_http: bool,
     /// Origins allowed to upgrade; empty allows any (and a missing `Origin`).
     pub(crate) origins: &'a [String],
-    /// The shared token an upgrade must present (`player_token`), if one is set.
-    pub(crate) token: Option<&'a str>,
+    /// What an upgrade must present (tokens, JWTs); open requires nothing.
+    pub(crate) gate: &'a Gate,
 }
 
 /// A refused request: its status, the status's reason phrase and a one-line explanation.
@@ -82,7 +83,7 @@ pub(crate) const BAD_KEY: Refusal = refusal(
     "Bad Request",
     "Sec-WebSocket-Key must be the base64 of 16 bytes",
 );
-/// The token is missing or wrong (`player_token`); which of the two is not said.
+/// The token is missing or not valid; the reason is [`Denied::reason`].
 pub(crate) const UNAUTHORIZED: Refusal = Refusal {
     status: 401,
     phrase: "Unauthorized",
@@ -203,17 +204,27 @@ where
     if !origin_allowed(policy.origins, one("origin")) {
         return Verdict::Refuse(ORIGIN);
     }
-    if let Some(expected) = policy.token
-        && !crate::auth::presents_token(request.query, (request.headers)("authorization"), expected)
+    let scope = match policy
+        .gate
+        .admit(request.query, (request.headers)("authorization"))
     {
-        return Verdict::Refuse(UNAUTHORIZED);
-    }
+        Ok(scope) => scope,
+        Err(denied) => {
+            return Verdict::Refuse(Refusal {
+                reason: denied.reason(),
+                ..UNAUTHORIZED
+            });
+        }
+    };
     Verdict::Upgrade(Accepted {
         accept_key: derive_accept_key(key),
         protocol: (request.headers)("sec-websocket-protocol")
             .next()
             .and_then(first_subprotocol),
-        opening: opening(request.query),
+        opening: Opening {
+            scope,
+            ..opening(request.query)
+        },
     })
 }
 
@@ -259,7 +270,7 @@ pub(crate) fn opening(query: Option<&str>) -> Opening {
     });
     Opening {
         offer_to_receive,
-        remote: None,
+        ..Opening::default()
     }
 }
 

@@ -31,6 +31,7 @@ use tracing::{debug, warn};
 use self::handshake::{Head, Policy, Refusal, Verdict};
 use self::stream::{Rewind, Stream};
 use self::write_timeout::WriteTimeout;
+use crate::auth::{Gate, LiveGate};
 use crate::connection::{self, Shared};
 use crate::http::RemoteAddr;
 use crate::http::client_addr::{Client, client_addr};
@@ -72,8 +73,8 @@ pub(crate) struct Port {
     pub(crate) handshake_timeout: Duration,
     /// Reverse proxies trusted for the client's address.
     pub(crate) hops: u32,
-    /// The token an upgrade must present (`player_token`); never logged.
-    pub(crate) token: Option<Arc<str>>,
+    /// What an upgrade must present (tokens, JWTs); swapped whole on reload. Never logged.
+    pub(crate) gate: LiveGate,
     /// Refusals logged as warnings at most once a second per port (the second of the last).
     refusal_warned: AtomicU64,
     started: Instant,
@@ -102,16 +103,16 @@ impl Port {
             origins: Vec::new(),
             handshake_timeout,
             hops: 0,
-            token: None,
+            gate: LiveGate::default(),
             refusal_warned: AtomicU64::new(u64::MAX),
             started: Instant::now(),
         }
     }
 
-    /// Upgrades on this port must present `token` (`?token=` or `Authorization: Bearer`).
+    /// Upgrades on this port must pass `gate` (`?token=` or `Authorization: Bearer`).
     /// Set before [`Port::with_http`], which hands it to upgrades after HTTP requests.
-    pub(crate) fn with_token(mut self, token: Option<Arc<str>>) -> Self {
-        self.token = token;
+    pub(crate) fn with_gate(mut self, gate: LiveGate) -> Self {
+        self.gate = gate;
         self
     }
 
@@ -127,7 +128,7 @@ impl Port {
         let later = Arc::new(Later {
             acceptor: acceptor.clone(),
             origins: origins.clone(),
-            token: self.token.clone(),
+            gate: self.gate.clone(),
         });
         let app = app.layer(axum::middleware::from_fn_with_state(later, upgrade_later));
         self.http = Some(Http { app, write_timeout });
@@ -136,11 +137,11 @@ impl Port {
         self
     }
 
-    fn policy(&self) -> Policy<'_> {
+    fn policy<'a>(&'a self, gate: &'a Gate) -> Policy<'a> {
         Policy {
             serves_http: self.http.is_some(),
             origins: &self.origins,
-            token: self.token.as_deref(),
+            gate,
         }
     }
 
@@ -284,7 +285,8 @@ async fn open(tcp: TcpStream, remote: SocketAddr, port: &Port, head: &mut Vec<u8
         },
     };
     head.reserve(1024);
-    let policy = port.policy();
+    let gate = port.gate.load_full();
+    let policy = port.policy(&gate);
     let read = async {
         loop {
             if head.len() == head.capacity() {
@@ -431,7 +433,7 @@ async fn serve_http<S>(
 struct Later {
     acceptor: Acceptor,
     origins: Vec<String>,
-    token: Option<Arc<str>>,
+    gate: LiveGate,
 }
 
 /// An upgrade request that follows a plain request on a kept-alive connection (a proxy reusing
@@ -455,7 +457,7 @@ async fn upgrade_later(
             Policy {
                 serves_http: true,
                 origins: &later.origins,
-                token: later.token.as_deref(),
+                gate: &later.gate.load_full(),
             },
         )
     };

@@ -541,6 +541,8 @@ pub(crate) fn is_secret(key: &KeyDecl) -> bool {
             | "player_token"
             | "streamer_token"
             | "sfu_token"
+            | "streamer_tokens"
+            | "jwt_secret"
             | "admin_token"
     )
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::values::{
-    de_optional_limit, de_peer_options, de_seconds, de_string_map, de_unlimited,
+    de_id_lists, de_optional_limit, de_peer_options, de_seconds, de_string_map, de_unlimited,
     ser_optional_limit, ser_seconds,
 };
 
@@ -49,7 +49,7 @@ has_kind!(Int: u16, u32, u64, usize, Option<u32>);
 has_kind!(Seconds: Duration);
 has_kind!(Text: String, PathBuf, IpAddr, PlayerIdStyle, LogLevel, ConsoleMessages, LogFormat);
 has_kind!(List: Vec<String>);
-has_kind!(Json: Map<String, Value>, BTreeMap<String, String>);
+has_kind!(Json: Map<String, Value>, BTreeMap<String, String>, BTreeMap<String, Vec<String>>);
 
 /// One key as declared.
 #[derive(Debug)]
@@ -271,6 +271,17 @@ keys! {
             "Token a streamer's WebSocket must present (?token= or Authorization: Bearer); empty is none",
         sfu_token: String ["TOKEN"]
             "Token an SFU's WebSocket must present (?token= or Authorization: Bearer); empty is none",
+        #[serde(deserialize_with = "de_id_lists")]
+        streamer_tokens: BTreeMap<String, Vec<String>> ["JSON"]
+            "Streamer tokens that may claim only some ids: a JSON object from token to its ids",
+        jwt_secret: String ["SECRET"]
+            "HS256 secret of players' and session-API peers' JWTs; empty is none",
+        jwt_public_key: PathBuf ["PATH"]
+            "PEM public key of JWTs: RSA is RS256, EC P-256 ES256, P-384 ES384",
+        jwt_audience: String ["AUDIENCE"]
+            "The aud a JWT must carry; empty checks none",
+        jwt_issuer: String ["ISSUER"]
+            "The iss a JWT must carry; empty checks none",
         admin_token: String ["TOKEN"]
             "Bearer token /api's lists of streamers and players and /api/config require; empty is none",
         player_allowed_origins: Vec<String> ["LIST"]
@@ -316,6 +327,8 @@ keys! {
             "Seconds a response may go without the client taking a byte; 0 never closes it",
         cors_origins: Vec<String> ["LIST" alias = "cors_origins"]
             "Origins allowed to call the session API, comma-separated; \"*\" is any",
+        peer_tokens: bool ["BOOL" bare = "true"]
+            "POST /register answers a per-peer token that the peer's other requests must present",
     }
 }
 

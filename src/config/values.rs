@@ -72,6 +72,43 @@ pub(crate) fn de_string_map<'de, D: Deserializer<'de>>(
         .collect()
 }
 
+/// `streamer_tokens`: a JSON object (or a string holding one) from a token to the ids it may
+/// claim, each an array of ids or one comma-separated string.
+pub(crate) fn de_id_lists<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    let map = json_object(Value::deserialize(deserializer)?, "streamer_tokens")
+        .map_err(de::Error::custom)?;
+    map.into_iter()
+        .map(|(token, ids)| {
+            let ids = match ids {
+                Value::String(list) => list
+                    .split(',')
+                    .map(|id| id.trim().to_owned())
+                    .filter(|id| !id.is_empty())
+                    .collect(),
+                Value::Array(items) => items
+                    .into_iter()
+                    .map(|id| match id {
+                        Value::String(id) => Ok(id),
+                        other => Err(de::Error::custom(format!(
+                            "streamer_tokens: each id must be a string, not {}",
+                            json_kind(&other)
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "streamer_tokens: a token's ids must be an array or a comma-separated string, not {}",
+                        json_kind(&other)
+                    )));
+                }
+            };
+            Ok((token, ids))
+        })
+        .collect()
+}
+
 /// [`de_peer_options`]'s reading, for callers outside serde; `what` names the value in errors.
 pub(crate) fn json_object(value: Value, what: &str) -> Result<Map<String, Value>, String> {
     let value = match value {

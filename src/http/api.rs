@@ -12,11 +12,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
+use base64::Engine as _;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -26,9 +27,10 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::{debug, info, warn};
 
 use super::RemoteAddr;
+use crate::auth::LiveGate;
 use crate::config::SessionsConfig;
 use crate::ice::{self, Ice};
-use crate::sessions::task::{OpenedStream, RequestError, SessionsHandle};
+use crate::sessions::task::{Credential, OpenedStream, RequestError, SessionsHandle};
 use crate::sessions::{Registered, SessionError, validate_id};
 
 /// What the session routes need: the sessions task, the ICE servers and the settings.
@@ -37,6 +39,8 @@ pub struct Api {
     pub sessions: SessionsHandle,
     pub ice: Arc<Ice>,
     pub settings: Arc<SessionsConfig>,
+    /// The player gate, whose JWT verifier (when a key is set) every route requires.
+    pub(crate) auth: LiveGate,
 }
 
 /// The session API's routes, with CORS and the body limit applied to them only.
@@ -147,8 +151,67 @@ fn refused(error: RequestError) -> Response {
         SessionError::UnknownSession(_)
         | SessionError::UnknownPeer { .. }
         | SessionError::UnknownTarget { .. } => self::error(StatusCode::NOT_FOUND, &e),
-        SessionError::SenderNotRegistered { .. } => self::error(StatusCode::FORBIDDEN, &e),
+        SessionError::SenderNotRegistered { .. } | SessionError::WrongPeerToken { .. } => {
+            self::error(StatusCode::FORBIDDEN, &e)
+        }
     }
+}
+
+/// The tokens a request presents (`?token=`, `Authorization: Bearer`), once it has passed the
+/// JWT check: with a JWT key set, one of them must be a valid JWT (401 otherwise, with
+/// `WWW-Authenticate: Bearer`) whose `sessions` and `peer` claims allow `session` and `peer`
+/// (403 otherwise). `session` is `None` for `/iceServers`.
+#[allow(clippy::result_large_err)] // The Err is the response itself, returned at once.
+fn credentials(
+    api: &Api,
+    uri: &Uri,
+    headers: &HeaderMap,
+    session: Option<&str>,
+    peer: &str,
+) -> Result<Vec<String>, Response> {
+    let authorization = headers.get_all(header::AUTHORIZATION);
+    let presented: Vec<String> =
+        crate::auth::presented(uri.query(), authorization.iter().map(HeaderValue::as_bytes))
+            .map(std::borrow::Cow::into_owned)
+            .collect();
+    let Some(verifier) = api.auth.load().jwt.clone() else {
+        return Ok(presented);
+    };
+    let mut why = crate::auth::Denied::Missing;
+    for token in presented.iter().filter(|t| crate::auth::looks_like_jwt(t)) {
+        match verifier.verify(token) {
+            Ok(claims) if claims.allows(session, peer) => return Ok(presented),
+            Ok(_) => {
+                warn!(
+                    session,
+                    peer, "session API: the JWT does not allow this session or peer; 403"
+                );
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "the token's sessions or peer claim does not allow this session or peer",
+                ));
+            }
+            Err(rejected) => why = crate::auth::Denied::Jwt(rejected),
+        }
+    }
+    warn!(session, peer, "session API: {}; 401", why.reason());
+    let mut response = error(StatusCode::UNAUTHORIZED, why.reason());
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Err(response)
+}
+
+/// A new random peer token (32 bytes, base64url), with `peer_tokens`.
+fn fresh_token(api: &Api) -> Result<Option<String>, getrandom::Error> {
+    if !api.settings.peer_tokens {
+        return Ok(None);
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(Some(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+    ))
 }
 
 fn ok(message: &str) -> Response {
@@ -182,6 +245,8 @@ struct IceQuery {
 async fn ice_servers(
     State(api): State<Api>,
     query: Result<Query<IceQuery>, QueryRejection>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
     let id = match query {
         Ok(Query(q)) => q.peer_id.unwrap_or_else(|| "anonymous".to_owned()),
@@ -196,6 +261,9 @@ async fn ice_servers(
             },
         );
     }
+    if let Err(response) = credentials(&api, &uri, &headers, None, &id) {
+        return response;
+    }
     debug!(peer = id, "iceServers");
     Json(api.ice.server(&id, ice::unix_now())).into_response()
 }
@@ -207,19 +275,43 @@ async fn register(
     State(api): State<Api>,
     remote: Option<Extension<RemoteAddr>>,
     path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
     let (session, peer) = match ids(path) {
         Ok(ids) => ids,
         Err(response) => return response,
     };
+    let presented = match credentials(&api, &uri, &headers, Some(&session), &peer) {
+        Ok(presented) => presented,
+        Err(response) => return response,
+    };
+    let fresh = match fresh_token(&api) {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no random bytes for a peer token: {e}"),
+            );
+        }
+    };
+    let credential = Credential { presented, fresh };
     // Without a socket (a test calling the router directly) every request shares one address.
     let client = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |r| r.0.0.ip());
-    match api.sessions.register(&session, &peer, client).await {
-        Ok(registered) => {
+    match api
+        .sessions
+        .register(&session, &peer, client, credential)
+        .await
+    {
+        Ok((registered, token)) => {
             if registered == Registered::Again {
                 debug!(session, peer, "register: already registered");
             }
-            ok("session registered successfully")
+            let message = "session registered successfully";
+            match token {
+                Some(token) => Json(json!({ "message": message, "token": token })).into_response(),
+                None => ok(message),
+            }
         }
         Err(e) => {
             warn!(session, peer, %client, "register refused: {e}");
@@ -232,12 +324,18 @@ async fn register(
 async fn unregister(
     State(api): State<Api>,
     path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
     let (session, peer) = match ids(path) {
         Ok(ids) => ids,
         Err(response) => return response,
     };
-    match api.sessions.unregister(&session, &peer).await {
+    let presented = match credentials(&api, &uri, &headers, Some(&session), &peer) {
+        Ok(presented) => presented,
+        Err(response) => return response,
+    };
+    match api.sessions.unregister(&session, &peer, presented).await {
         Ok(()) => ok("peer unregistered successfully"),
         Err(e) => {
             debug!(session, peer, "unregister refused: {e}");
@@ -250,10 +348,15 @@ async fn unregister(
 async fn events(
     State(api): State<Api>,
     path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let (session, peer) = match ids(path) {
         Ok(ids) => ids,
+        Err(response) => return response,
+    };
+    let presented = match credentials(&api, &uri, &headers, Some(&session), &peer) {
+        Ok(presented) => presented,
         Err(response) => return response,
     };
     let last_event_id = match headers.get("last-event-id") {
@@ -265,7 +368,7 @@ async fn events(
     };
     match api
         .sessions
-        .open_stream(&session, &peer, last_event_id)
+        .open_stream(&session, &peer, presented, last_event_id)
         .await
     {
         Ok(opened) => {
@@ -325,6 +428,16 @@ async fn message(
 ) -> Response {
     let (session, from) = match ids(path) {
         Ok(ids) => ids,
+        Err(response) => return response,
+    };
+    let presented = match credentials(
+        &api,
+        request.uri(),
+        request.headers(),
+        Some(&session),
+        &from,
+    ) {
+        Ok(presented) => presented,
         Err(response) => return response,
     };
     let read = Bytes::from_request(request, &api);
@@ -390,7 +503,7 @@ async fn message(
     };
     match api
         .sessions
-        .message(&session, &from, target, kind, parsed.payload)
+        .message(&session, &from, presented, target, kind, parsed.payload)
         .await
     {
         Ok(()) => ok("Message sent"),

@@ -139,6 +139,7 @@ impl Fixture {
             sessions,
             ice: Arc::new(Ice::new(&config.ice)),
             settings: Arc::new(config.sessions.clone()),
+            auth: Default::default(),
         };
         let rest = settings.map(|s| Rest::new(self.router.clone(), s));
         let site = crate::http::Web::default()

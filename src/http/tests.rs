@@ -116,6 +116,7 @@ impl TestApp {
             sessions,
             ice: Arc::new(Ice::new(&config.ice)),
             settings: Arc::new(config.sessions.clone()),
+            auth: Default::default(),
         };
         let site = web.build().expect("valid web settings");
         Self {

@@ -17,6 +17,8 @@ mod tests;
 #[cfg(test)]
 mod tests_cirrus;
 #[cfg(test)]
+mod tests_scope;
+#[cfg(test)]
 mod tests_warnings;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -163,13 +165,48 @@ impl Default for RouterConfig {
     }
 }
 
-/// What a connection's URL asked for at the upgrade (Cirrus's query parameters).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a connection's URL asked for at the upgrade (Cirrus's query parameters), and what its
+/// credentials allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Opening {
     /// `?OfferToReceive` (any value but `false`): the browser makes the offer.
     pub offer_to_receive: bool,
     /// The client's address as the IO layer determined it (the REST API's `remoteAddress`).
     pub remote: Option<IpAddr>,
+    /// The streamer ids the connection's token allows: a player sees and subscribes to only
+    /// these (a JWT's `streamers` claim), a streamer claims only these (`streamer_tokens`).
+    pub scope: Scope,
+}
+
+/// A set of streamer ids a credential allows, or every id (the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope(Option<std::sync::Arc<[String]>>);
+
+impl Scope {
+    /// Every id.
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    /// Only `ids`; `"*"` among them allows every id.
+    pub fn only(ids: impl IntoIterator<Item = String>) -> Self {
+        let ids: Vec<String> = ids.into_iter().collect();
+        if ids.iter().any(|id| id == "*") {
+            Self(None)
+        } else {
+            Self(Some(ids.into()))
+        }
+    }
+
+    pub fn allows(&self, id: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|i| i == id))
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0.is_none()
+    }
 }
 
 /// How many peers are connected, as the matchmaker client reports them.
@@ -192,6 +229,8 @@ struct Entry {
     player_subscribers: usize,
     /// The peer's address as given at open (the REST API's `remoteAddress`).
     remote: Option<IpAddr>,
+    /// The ids its token lets it claim with `endpointId` (`streamer_tokens`).
+    scope: Scope,
 }
 
 /// A player-port connection, or an SFU acting as a player.
@@ -209,6 +248,8 @@ struct Subscriber {
     browser_offers: bool,
     /// The last `playerCount` it was sent, so a flush skips players that have the current one.
     count_sent: usize,
+    /// The streamers its token lets it see and subscribe to (a JWT's `streamers` claim).
+    scope: Scope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,9 +435,11 @@ impl Router {
         };
         if let Some(entry) = peer.entry_mut() {
             entry.remote = opening.remote;
+            entry.scope = opening.scope.clone();
         }
         if let Some(sub) = peer.subscriber_mut() {
             sub.remote = opening.remote;
+            sub.scope = opening.scope;
         }
         let config = self.config_message_for(&peer);
         self.send_text(conn, config, Charge::Receiver);

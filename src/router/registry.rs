@@ -5,8 +5,9 @@ use protocol::ServerMessage;
 use protocol::number::{cmp_decimal, increment_decimal};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{Charge, ConnId, Entry, Peer, Role, Router, SubState, Subscriber};
+use super::{Charge, ConnId, Entry, Peer, Role, Router, Scope, SubState, Subscriber};
 use crate::config::PlayerIdStyle;
+use protocol::close;
 
 /// The longest id a streamer or SFU may ask for, in bytes (PROTOCOL.md §5). Real ids are names
 /// such as `DefaultStreamer` or a UUID; this bounds what one id costs in every `streamerList`.
@@ -31,6 +32,7 @@ impl Router {
             subscribers: Default::default(),
             player_subscribers: 0,
             remote: None,
+            scope: Scope::all(),
         }
     }
 
@@ -51,6 +53,7 @@ impl Router {
             remote: None,
             browser_offers: false,
             count_sent: 0,
+            scope: Scope::all(),
         }
     }
 
@@ -109,6 +112,20 @@ impl Router {
             );
             return;
         }
+        if self
+            .entry(conn)
+            .is_some_and(|e| !e.scope.allows(&requested))
+        {
+            self.warn(
+                conn,
+                format_args!(
+                    "endpointId {} is not among the ids its token may claim; closing 1008",
+                    crate::logging::peer_str(&requested)
+                ),
+            );
+            self.close(conn, close::ID_NOT_ALLOWED);
+            return;
+        }
         let new_id = self.assign_id(conn, &requested);
         let Some(entry) = self.entry_mut(conn) else {
             return;
@@ -143,6 +160,21 @@ impl Router {
     /// serialized once per change of the table, not once per request.
     pub(super) fn list_streamers(&mut self, conn: ConnId) {
         let everything = self.role(conn) == Some(Role::Sfu);
+        if let Some(scope) = self.subscriber(conn).map(|s| &s.scope)
+            && !scope.is_all()
+        {
+            // A player whose token names its streamers gets its own list, built each time.
+            let ids: Vec<&str> = self
+                .table
+                .iter()
+                .filter_map(|&c| self.entry(c))
+                .filter(|e| (everything || e.streaming) && scope.allows(&e.id))
+                .map(|e| e.id.as_str())
+                .collect();
+            let text: Utf8Bytes = ServerMessage::StreamerList { ids: &ids }.to_json().into();
+            self.send_text(conn, text, Charge::Sender(conn));
+            return;
+        }
         let text = match &self.lists[usize::from(everything)] {
             Some(text) => text.clone(),
             None => {

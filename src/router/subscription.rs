@@ -72,7 +72,19 @@ impl Router {
             self.subscribe_failed(conn, "Too many subscribe requests; try again later.");
             return;
         }
-        let Some(&entry) = self.entry_ids.get(&streamer_id) else {
+        let allowed = self
+            .subscriber(conn)
+            .is_some_and(|s| s.scope.allows(&streamer_id));
+        let entry = self.entry_ids.get(&streamer_id).copied();
+        let Some(entry) = entry.filter(|_| allowed) else {
+            if !allowed {
+                self.warn(
+                    conn,
+                    "subscribe to a streamer its token does not name; refused",
+                );
+            }
+            // The same answer as for an id that does not exist: the token's limits reveal
+            // nothing of other streamers.
             self.subscribe_failed(conn, &format!("Streamer {streamer_id} does not exist."));
             return;
         };
@@ -275,7 +287,7 @@ impl Router {
     /// streamer at once, so that streamer gets `playerConnected` and sends its offer to a page
     /// that never subscribes. [`Router::admit_player`] has checked that a streamer is there.
     pub(super) fn subscribe_at_connect(&mut self, player: ConnId) {
-        let Some(first) = self.first_streamer() else {
+        let Some(first) = self.first_streamer().filter(|&e| self.may_watch(player, e)) else {
             return;
         };
         if let Err(SubscribeError::Full { id, max }) = self.try_subscribe(player, first) {
@@ -286,9 +298,21 @@ impl Router {
         }
     }
 
+    /// Whether `sub`'s token lets it watch `entry` (a JWT's `streamers` claim).
+    fn may_watch(&self, sub: ConnId, entry: ConnId) -> bool {
+        let id = self.entry(entry).map(|e| e.id.as_str());
+        self.subscriber(sub)
+            .is_some_and(|s| id.is_some_and(|id| s.scope.allows(id)))
+    }
+
     /// Legacy auto-subscribe (PROTOCOL.md §8) of an idle player. True if it is now subscribed.
     pub(super) fn auto_subscribe(&mut self, player: ConnId) -> bool {
-        let Some(&first) = self.table.first() else {
+        let first = self
+            .table
+            .iter()
+            .copied()
+            .find(|&entry| self.may_watch(player, entry));
+        let Some(first) = first else {
             self.warn(player, "not subscribed and no streamer connected; closing");
             self.close(player, close::NO_STREAMER);
             return false;

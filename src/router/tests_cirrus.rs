@@ -7,41 +7,41 @@ use protocol::Inbound;
 
 use super::*;
 
-struct Harness {
+pub(super) struct Harness {
     router: Router,
     next_conn: u64,
 }
 
 impl Harness {
-    fn with(config: RouterConfig) -> Self {
+    pub(super) fn with(config: RouterConfig) -> Self {
         Self {
             router: Router::new(config),
             next_conn: 1,
         }
     }
 
-    fn open_with(&mut self, role: Role, opening: Opening) -> ConnId {
+    pub(super) fn open_with(&mut self, role: Role, opening: Opening) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.router.handle_opened_with(conn, role, opening);
         conn
     }
 
-    fn open(&mut self, role: Role) -> ConnId {
+    pub(super) fn open(&mut self, role: Role) -> ConnId {
         self.open_with(role, Opening::default())
     }
 
-    fn msg(&mut self, conn: ConnId, text: &str) {
+    pub(super) fn msg(&mut self, conn: ConnId, text: &str) {
         let message = Inbound::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         self.router.handle_message(conn, message, || 0);
     }
 
-    fn drain(&mut self) -> Vec<Output> {
+    pub(super) fn drain(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.router.poll_output()).collect()
     }
 
     /// A streamer identified as `id`; outputs drained.
-    fn streamer(&mut self, id: &str) -> ConnId {
+    pub(super) fn streamer(&mut self, id: &str) -> ConnId {
         let conn = self.open(Role::Streamer);
         self.msg(conn, &format!(r#"{{"type":"endpointId","id":"{id}"}}"#));
         self.drain();
@@ -49,7 +49,7 @@ impl Harness {
     }
 }
 
-fn sent(out: &[Output]) -> Vec<(ConnId, &str)> {
+pub(super) fn sent(out: &[Output]) -> Vec<(ConnId, &str)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Send { to, text, .. } => Some((*to, text.as_str())),
@@ -58,7 +58,7 @@ fn sent(out: &[Output]) -> Vec<(ConnId, &str)> {
         .collect()
 }
 
-fn closes(out: &[Output]) -> Vec<(ConnId, u16, &str)> {
+pub(super) fn closes(out: &[Output]) -> Vec<(ConnId, u16, &str)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Close { conn, code, reason } => Some((*conn, *code, reason.as_str())),

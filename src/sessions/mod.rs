@@ -170,6 +170,10 @@ pub enum SessionError {
     UnknownTarget { session: String, peer: String },
     #[error("Last-Event-ID must be a decimal event id")]
     BadLastEventId,
+    #[error(
+        "peer {peer} of session {session} has a token (peer_tokens); this request does not present it"
+    )]
+    WrongPeerToken { session: String, peer: String },
 }
 
 /// What registering did.
@@ -217,6 +221,8 @@ struct Peer {
     acked_upto: u64,
     /// The newest event dropped from the replay window.
     trimmed_upto: u64,
+    /// With `peer_tokens`: what every request acting as this peer must present.
+    token: Option<Box<str>>,
 }
 
 impl Peer {
@@ -230,6 +236,7 @@ impl Peer {
             replay_bytes: 0,
             acked_upto: 0,
             trimmed_upto: 0,
+            token: None,
         }
     }
 
@@ -510,6 +517,41 @@ impl Sessions {
         info!(session, peer, "peer joined");
         self.broadcast(session, peer, "new-peer");
         Ok(Registered::Joined)
+    }
+
+    /// Whether a request presenting `presented` may act as `peer`: yes unless the peer is
+    /// registered with a token (`peer_tokens`) that is not among them. Compared in constant
+    /// time. An unknown peer passes: the request itself then answers that it is unknown.
+    pub fn authorize(
+        &self,
+        session: &str,
+        peer: &str,
+        presented: &[String],
+    ) -> Result<(), SessionError> {
+        let token = self
+            .sessions
+            .get(session)
+            .and_then(|s| s.peers.iter().find(|(id, _)| id == peer))
+            .and_then(|(_, p)| p.token.as_deref());
+        match token {
+            Some(token)
+                if !presented
+                    .iter()
+                    .any(|t| crate::auth::same_token(t.as_bytes(), token)) =>
+            {
+                Err(SessionError::WrongPeerToken {
+                    session: session.to_owned(),
+                    peer: peer.to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The peer's token: `fresh` becomes it if it has none yet. `None` for an unknown peer.
+    pub fn peer_token(&mut self, session: &str, peer: &str, fresh: String) -> Option<String> {
+        let p = self.peer_mut(session, peer).ok()?;
+        Some(p.token.get_or_insert_with(|| fresh.into()).to_string())
     }
 
     /// `DELETE /register/:session/:peer`.

@@ -24,27 +24,40 @@ enum Command {
         session: String,
         peer: String,
         client: IpAddr,
-        reply: oneshot::Sender<Result<Registered, SessionError>>,
+        credential: Credential,
+        reply: oneshot::Sender<Result<(Registered, Option<String>), SessionError>>,
     },
     Unregister {
         session: String,
         peer: String,
+        presented: Vec<String>,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
     OpenStream {
         session: String,
         peer: String,
+        presented: Vec<String>,
         last_event_id: Option<u64>,
         reply: oneshot::Sender<Result<OpenedStream, SessionError>>,
     },
     Message {
         session: String,
         from: String,
+        presented: Vec<String>,
         target: String,
         kind: String,
         payload: Option<Box<RawValue>>,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
+}
+
+/// What a request presents as the peer's credential (`peer_tokens`).
+#[derive(Debug, Default)]
+pub struct Credential {
+    /// The tokens the request carries (`?token=`, `Authorization: Bearer`).
+    pub presented: Vec<String>,
+    /// With `peer_tokens`, a new random token: it becomes the peer's if the peer has none.
+    pub fresh: Option<String>,
 }
 
 /// The sessions task has stopped (the server is shutting down).
@@ -130,28 +143,37 @@ impl SessionsHandle {
         Ok(answer.await.map_err(|_| Unavailable)??)
     }
 
-    /// Registers `peer`; a new session is charged to `client`'s address.
+    /// Registers `peer`; a new session is charged to `client`'s address. Also answers the
+    /// peer's token, with `peer_tokens` (`credential.fresh`).
     pub async fn register(
         &self,
         session: &str,
         peer: &str,
         client: IpAddr,
-    ) -> Result<Registered, RequestError> {
+        credential: Credential,
+    ) -> Result<(Registered, Option<String>), RequestError> {
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::Register {
             session,
             peer,
             client,
+            credential,
             reply,
         })
         .await
     }
 
-    pub async fn unregister(&self, session: &str, peer: &str) -> Result<(), RequestError> {
+    pub async fn unregister(
+        &self,
+        session: &str,
+        peer: &str,
+        presented: Vec<String>,
+    ) -> Result<(), RequestError> {
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::Unregister {
             session,
             peer,
+            presented,
             reply,
         })
         .await
@@ -161,12 +183,14 @@ impl SessionsHandle {
         &self,
         session: &str,
         peer: &str,
+        presented: Vec<String>,
         last_event_id: Option<u64>,
     ) -> Result<OpenedStream, RequestError> {
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::OpenStream {
             session,
             peer,
+            presented,
             last_event_id,
             reply,
         })
@@ -177,6 +201,7 @@ impl SessionsHandle {
         &self,
         session: &str,
         from: &str,
+        presented: Vec<String>,
         target: String,
         kind: String,
         payload: Option<Box<RawValue>>,
@@ -185,6 +210,7 @@ impl SessionsHandle {
         self.request(|reply| Command::Message {
             session,
             from,
+            presented,
             target,
             kind,
             payload,
@@ -223,26 +249,44 @@ impl Task {
                 session,
                 peer,
                 client,
+                credential,
                 reply,
             } => {
-                let _ = reply.send(self.core.handle_register(&session, &peer, client, now));
+                let core = &mut self.core;
+                let registered = core
+                    .authorize(&session, &peer, &credential.presented)
+                    .and_then(|()| core.handle_register(&session, &peer, client, now))
+                    .map(|registered| {
+                        let token = credential
+                            .fresh
+                            .and_then(|fresh| core.peer_token(&session, &peer, fresh));
+                        (registered, token)
+                    });
+                let _ = reply.send(registered);
             }
             Command::Unregister {
                 session,
                 peer,
+                presented,
                 reply,
             } => {
-                let _ = reply.send(self.core.handle_unregister(&session, &peer, now));
+                let core = &mut self.core;
+                let _ = reply.send(
+                    core.authorize(&session, &peer, &presented)
+                        .and_then(|()| core.handle_unregister(&session, &peer, now)),
+                );
             }
             Command::OpenStream {
                 session,
                 peer,
+                presented,
                 last_event_id,
                 reply,
             } => {
-                let opened = self
-                    .core
-                    .handle_open_stream(&session, &peer, last_event_id, now)
+                let core = &mut self.core;
+                let opened = core
+                    .authorize(&session, &peer, &presented)
+                    .and_then(|()| core.handle_open_stream(&session, &peer, last_event_id, now))
                     .map(|stream| {
                         let (tx, events) = mpsc::channel(self.stream_capacity);
                         self.streams.insert(stream, tx);
@@ -261,19 +305,16 @@ impl Task {
             Command::Message {
                 session,
                 from,
+                presented,
                 target,
                 kind,
                 payload,
                 reply,
             } => {
-                let result = self.core.handle_message(
-                    &session,
-                    &from,
-                    &target,
-                    &kind,
-                    payload.as_deref(),
-                    now,
-                );
+                let core = &mut self.core;
+                let result = core.authorize(&session, &from, &presented).and_then(|()| {
+                    core.handle_message(&session, &from, &target, &kind, payload.as_deref(), now)
+                });
                 let _ = reply.send(result);
             }
         }

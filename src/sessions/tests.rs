@@ -1154,3 +1154,43 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_peer_with_a_token_is_acted_as_only_by_requests_that_present_it() {
+    let mut s = Sessions::new(limits());
+    reg(&mut s, "s", "alice").unwrap();
+    reg(&mut s, "s", "bob").unwrap();
+    // No token yet: anyone may act as alice (peer_tokens off).
+    assert_eq!(s.authorize("s", "alice", &[]), Ok(()));
+    assert_eq!(
+        s.peer_token("s", "alice", "t0k".to_owned()),
+        Some("t0k".to_owned())
+    );
+    // The first token stays; a later fresh one is not taken.
+    assert_eq!(
+        s.peer_token("s", "alice", "other".to_owned()),
+        Some("t0k".to_owned())
+    );
+    let wrong = Err(SessionError::WrongPeerToken {
+        session: "s".into(),
+        peer: "alice".into(),
+    });
+    assert_eq!(s.authorize("s", "alice", &[]), wrong);
+    assert_eq!(
+        s.authorize("s", "alice", &["t0".into(), "other".into()]),
+        wrong
+    );
+    assert_eq!(
+        s.authorize("s", "alice", &["x".into(), "t0k".into()]),
+        Ok(())
+    );
+    // Other peers and unknown ones are not affected (the request itself says "unknown").
+    assert_eq!(s.authorize("s", "bob", &[]), Ok(()));
+    assert_eq!(s.authorize("s", "carol", &[]), Ok(()));
+    assert_eq!(s.authorize("t", "alice", &[]), Ok(()));
+    assert_eq!(s.peer_token("s", "carol", "x".to_owned()), None);
+    // Once alice leaves, the name is free again, without the old token.
+    s.handle_unregister("s", "alice", 0).unwrap();
+    reg(&mut s, "s", "alice").unwrap();
+    assert_eq!(s.authorize("s", "alice", &[]), Ok(()));
+}

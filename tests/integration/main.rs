@@ -16,6 +16,7 @@ mod fd_limit;
 mod handshake;
 mod hostile;
 mod ice_servers;
+mod jwt;
 mod legacy;
 mod liveness;
 mod log_files;

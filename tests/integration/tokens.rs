@@ -23,7 +23,7 @@ async fn server() -> TestServer {
 }
 
 /// The response to a raw upgrade request for `target` with `extra` header lines, on `addr`.
-async fn upgrade(addr: SocketAddr, target: &str, extra: &str) -> String {
+pub(crate) async fn upgrade(addr: SocketAddr, target: &str, extra: &str) -> String {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {target} HTTP/1.1\r\n{UPGRADE}{extra}\r\n");
     tcp.write_all(request.as_bytes()).await.expect("send");

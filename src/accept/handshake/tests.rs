@@ -7,12 +7,12 @@ const UPGRADE: &str = "GET /any/path?x=1 HTTP/1.1\r\nHost: a\r\nConnection: keep
 const WS_ONLY: Policy<'static> = Policy {
     serves_http: false,
     origins: &[],
-    token: None,
+    gate: &crate::auth::OPEN,
 };
 const HTTP_TOO: Policy<'static> = Policy {
     serves_http: true,
     origins: &[],
-    token: None,
+    gate: &crate::auth::OPEN,
 };
 
 fn verdict(head: &str, policy: Policy<'_>) -> Verdict {
@@ -176,7 +176,7 @@ fn the_origin_list_admits_only_its_origins() {
     let policy = Policy {
         serves_http: true,
         origins: &allowed,
-        token: None,
+        gate: &crate::auth::OPEN,
     };
     let with = |origin: &str| format!("{UPGRADE}Origin: {origin}\r\n\r\n");
     assert!(matches!(
@@ -272,10 +272,14 @@ proptest! {
 
 #[test]
 fn a_required_token_is_taken_from_the_query_or_a_bearer_header() {
+    let gate = crate::auth::Gate {
+        token: Some("s3cret+/=".into()),
+        ..Default::default()
+    };
     let policy = Policy {
         serves_http: true,
         origins: &[],
-        token: Some("s3cret+/="),
+        gate: &gate,
     };
     let head =
         |target: &str, extra: &str| UPGRADE.replacen("/any/path?x=1", target, 1) + extra + "\r\n";
@@ -298,11 +302,14 @@ fn a_required_token_is_taken_from_the_query_or_a_bearer_header() {
         ("/", "Authorization: Bearer\r\n"),
         ("/", "Authorization: Bearer wrong\r\n"),
     ] {
-        assert_eq!(
-            verdict(&head(target, extra), policy),
-            Verdict::Refuse(UNAUTHORIZED),
-            "{target} {extra:?}"
-        );
+        match verdict(&head(target, extra), policy) {
+            Verdict::Refuse(refusal) => assert_eq!(
+                (refusal.status, refusal.header),
+                (401, UNAUTHORIZED.header),
+                "{target} {extra:?}"
+            ),
+            other => panic!("{target} {extra:?}: {other:?}"),
+        }
     }
     // Plain HTTP on the same port is not asked for the token: it guards the upgrade.
     assert_eq!(
