@@ -13,6 +13,9 @@ pub(crate) enum Origin {
     Wilbur,
     /// Cirrus, UE4.27 to UE5.4.
     Cirrus,
+    /// Ours: a secret's `_file` variant, as Wilbur has for `player_token`, so a secret can stay
+    /// out of the command line and the config file.
+    Ours,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +62,7 @@ const fn switch(name: &'static str, origin: Origin, effect: Effect) -> Legacy {
 }
 
 use Effect::{Convert, Quiet, ReadFile, Refuse, Unsupported};
-use Origin::{Cirrus, Wilbur};
+use Origin::{Cirrus, Ours, Wilbur};
 
 /// Every legacy name. Wilbur's `--config_file`, `--no_config` and Cirrus's `--configFile` are
 /// the loader's own flags and not here.
@@ -80,6 +83,10 @@ pub(crate) const LEGACY: &[Legacy] = &[
     ),
     flag("player_token_file", Wilbur, ReadFile("player_token")),
     flag("turn_secret_file", Wilbur, ReadFile("ice.turn_secret")),
+    flag("streamer_token_file", Ours, ReadFile("streamer_token")),
+    flag("sfu_token_file", Ours, ReadFile("sfu_token")),
+    flag("admin_token_file", Ours, ReadFile("admin_token")),
+    flag("jwt_secret_file", Ours, ReadFile("jwt_secret")),
     flag(
         "player_keepalive_timeout",
         Wilbur,
@@ -141,6 +148,7 @@ impl std::fmt::Display for Origin {
         f.write_str(match self {
             Self::Wilbur => "Wilbur",
             Self::Cirrus => "Cirrus",
+            Self::Ours => "file variant",
         })
     }
 }

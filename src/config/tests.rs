@@ -490,6 +490,47 @@ fn the_player_token_comes_from_its_flag_or_wilburs_file_and_is_never_described()
 }
 
 #[test]
+fn every_secret_has_a_file_variant_and_none_is_described() {
+    for (flag, key) in [
+        ("--streamer_token_file", "streamer_token"),
+        ("--sfu_token_file", "sfu_token"),
+        ("--admin_token_file", "admin_token"),
+        ("--jwt_secret_file", "jwt_secret"),
+    ] {
+        let file = temp_file(key, "  s3cret-from-file\n");
+        let loaded = config(&[flag, file.to_str().expect("utf-8")]);
+        let value = match key {
+            "streamer_token" => &loaded.streamer_token,
+            "sfu_token" => &loaded.sfu_token,
+            "admin_token" => &loaded.admin_token,
+            _ => &loaded.jwt_secret,
+        };
+        assert_eq!(value, "s3cret-from-file", "{flag}");
+        let described = loaded.describe();
+        assert!(
+            described.contains(&format!("{key} = \"<redacted>\"")),
+            "{described:?}"
+        );
+        assert!(
+            !described.iter().any(|l| l.contains("s3cret")),
+            "{described:?}"
+        );
+    }
+    let tenants =
+        Config::from_toml_str("streamer_tokens = { \"t0k\" = [\"a\", \"b\"] }").expect("valid");
+    assert_eq!(
+        tenants.streamer_tokens.get("t0k"),
+        Some(&vec!["a".to_owned(), "b".to_owned()])
+    );
+    assert!(tenants.describe().iter().all(|l| !l.contains("t0k")));
+    let flag = config(&["--streamer_tokens", r#"{"t1": "x, y"}"#]);
+    assert_eq!(
+        flag.streamer_tokens.get("t1"),
+        Some(&vec!["x".to_owned(), "y".to_owned()])
+    );
+}
+
+#[test]
 fn refused_settings_stop_start_up() {
     let json = temp_file("auth.json", r#"{"UseAuthentication": true}"#);
     let e = config_error(&["--configFile", json.to_str().expect("utf-8")]);
