@@ -233,6 +233,30 @@ async fn bad_configuration_stops_start_up_naming_the_key() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no_such_key"), "stderr: {stderr}");
+
+    // A JWT key that cannot be read, or is not a public key, stops start-up naming it.
+    let not_a_key = dir.join("not-a-key.pem");
+    std::fs::write(
+        &not_a_key,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .expect("write");
+    for key in [dir.join("missing.pem"), not_a_key] {
+        let output = binary()
+            .args(["--bind_address", "127.0.0.1", "--streamer_port", "0"])
+            .args(["--player_port", "0", "--sfu_port", "0"])
+            .arg("--jwt_public_key")
+            .arg(&key)
+            .output()
+            .await
+            .expect("run the signalling binary");
+        assert_ne!(output.status.code(), Some(0));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("jwt_public_key") && stderr.contains(&*key.to_string_lossy()),
+            "stderr: {stderr}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
