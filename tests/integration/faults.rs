@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binary;
 use crate::hostile::proc_status_kib;
+use crate::transport::read_response;
 use crate::support::{CONFIG, IDENTIFY, NO_CLOSE_FRAME, TIMEOUT, TestPeer};
 
 /// Small limits make each fault cheap and quick to act: a half-open peer is dropped within
@@ -50,7 +52,7 @@ const ROUND: Duration = Duration::from_secs(10);
 
 const STREAMERS: usize = 3;
 /// The first round is the warm-up whose end is the memory baseline.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 4;
 const CANDIDATES: u32 = 2;
 
 /// RSS after each later round may exceed the baseline by this much. Measured rounds end within
@@ -83,18 +85,20 @@ enum Kind {
     Malformed,
 }
 
-/// One round's players, by kind: 120 in all, 64 of them well-behaved.
+/// One round's players, by kind: 200 in all, 110 of them well-behaved. Rounds last as long as
+/// the slowest fault takes to be dropped (the never-readers, about 4 s), so more players cost
+/// little time and make a leak per connection show sooner.
 const MIX: [(Kind, usize); 10] = [
-    (Kind::Clean, 24),
-    (Kind::Fin, 10),
-    (Kind::Reset, 10),
-    (Kind::Switcher, 8),
-    (Kind::Garbage, 12),
-    (Kind::ResetEarly, 10),
-    (Kind::HalfOpen, 12),
+    (Kind::Clean, 40),
+    (Kind::Fin, 18),
+    (Kind::Reset, 18),
+    (Kind::Switcher, 14),
+    (Kind::Garbage, 20),
+    (Kind::ResetEarly, 16),
+    (Kind::HalfOpen, 20),
     (Kind::NeverReads, 6),
-    (Kind::Oversized, 12),
-    (Kind::Malformed, 16),
+    (Kind::Oversized, 18),
+    (Kind::Malformed, 30),
 ];
 
 fn streamer_id(k: usize) -> String {
@@ -476,33 +480,43 @@ async fn never_reads(player: SocketAddr, k: usize, name: &str) -> usize {
     sent
 }
 
-/// `/api/status`'s player_count.
-async fn player_count(player: SocketAddr) -> u64 {
-    let url = format!("http://{player}/api/status");
-    let body: Value = timeout(TIMEOUT, async {
-        reqwest::get(&url).await?.json::<Value>().await
-    })
-    .await
-    .expect("/api/status in time")
-    .expect("/api/status");
-    body["player_count"].as_u64().expect("player_count")
+/// `/api/status`'s player_count, asked on `api`, one kept-alive connection (so polling does
+/// not change the server's descriptor count).
+async fn player_count(api: &mut TcpStream) -> u64 {
+    api.write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("ask /api/status");
+    let response = read_response(api).await;
+    let (_, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status: Value = serde_json::from_str(body).expect("/api/status is JSON");
+    status["player_count"].as_u64().expect("player_count")
 }
 
-/// Polls `/api/status` until no player is left (a reset before the subscribe was read leaves
-/// nothing a client can wait on). The poll interval paces the requests; [`ROUND`] is the
-/// failure bound.
-async fn wait_no_players(player: SocketAddr) {
+/// The server's open file descriptors: its listeners, log and streamers, and one per
+/// connection whose task has not ended.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+/// Polls until `/api/status` counts no player (a reset before the subscribe was read leaves
+/// nothing a client can wait on) and the server holds `fds` descriptors again (every player's
+/// connection task has ended, so what it held is freed). The poll interval paces the
+/// requests; [`ROUND`] is the failure bound.
+async fn wait_players_gone(api: &mut TcpStream, pid: u32, fds: usize) {
     let mut poll = tokio::time::interval(Duration::from_millis(20));
     let deadline = Instant::now() + ROUND;
     loop {
         poll.tick().await;
-        let count = player_count(player).await;
-        if count == 0 {
+        let (count, open) = (player_count(api).await, open_fds(pid));
+        if count == 0 && open == fds {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{count} players still counted {ROUND:?} after the round"
+            "{ROUND:?} after the round: {count} players counted, {open} descriptors open \
+             (before it: {fds})"
         );
     }
 }
@@ -541,6 +555,9 @@ async fn churn() {
         streamers.spawn(run_streamer(st, k, Arc::clone(&ledger), stop.clone()));
     }
 
+    let mut api = TcpStream::connect(player).await.expect("connect for /api");
+    assert_eq!(player_count(&mut api).await, 0);
+    let fds = open_fds(pid);
     let kinds: Vec<Kind> = MIX
         .iter()
         .flat_map(|&(kind, count)| std::iter::repeat_n(kind, count))
@@ -571,7 +588,7 @@ async fn churn() {
             Ledger::balanced,
         )
         .await;
-        wait_no_players(player).await;
+        wait_players_gone(&mut api, pid, fds).await;
         let caused = ledger.borrow().connected() - connected_before;
         assert!(
             (exact..=exact + maybe).contains(&caused),
