@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binary;
 use crate::hostile::proc_status_kib;
-use crate::transport::read_response;
 use crate::support::{CONFIG, IDENTIFY, NO_CLOSE_FRAME, TIMEOUT, TestPeer};
+use crate::transport::read_response;
 
 /// Small limits make each fault cheap and quick to act: a half-open peer is dropped within
 /// 1.5 s, a never-reading one within about 1 s of its replies backing up, and an oversized
@@ -55,9 +55,11 @@ const STREAMERS: usize = 3;
 const ROUNDS: usize = 4;
 const CANDIDATES: u32 = 2;
 
-/// RSS after each later round may exceed the baseline by this much. Measured rounds end within
-/// about 1 MiB of each other in a debug build (glibc keeps some freed memory in its arenas, and
-/// where it ends up varies), while a leak of 16 KiB per connection adds about 2 MiB a round.
+/// RSS after each later round may exceed the baseline by this much. Measured in a debug build,
+/// later rounds ended within 1.8 MiB of the baseline over 13 rounds (glibc keeps some freed
+/// memory in its arenas, and how much varies), while a leak of 16 KiB per connection put them
+/// 2.5, 4.3 and 8.0 MiB above it (this test failed at round 2), and 8 KiB 1.8, 2.4 and 3.1 MiB
+/// (failed at round 3).
 const MARGIN_KIB: u64 = 3 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,7 +167,12 @@ async fn wait_ledger(ledger: &Shared, what: &str, ready: impl FnMut(&Ledger) -> 
     let mut rx = ledger.subscribe();
     timeout(ROUND, rx.wait_for(ready))
         .await
-        .unwrap_or_else(|_| panic!("{what}: not within {ROUND:?}; {}", ledger.borrow().summary()))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{what}: not within {ROUND:?}; {}",
+                ledger.borrow().summary()
+            )
+        })
         .expect("the ledger outlives the players");
 }
 
@@ -220,7 +227,10 @@ async fn on_streamer_message(st: &mut TestPeer, k: usize, ledger: &Shared, text:
                 violation("playerDisconnected without a playerConnected before it");
             }
             Some("playerDisconnected") => {
-                l.per_streamer[k].entry(id.clone()).or_default().disconnected += 1;
+                l.per_streamer[k]
+                    .entry(id.clone())
+                    .or_default()
+                    .disconnected += 1;
             }
             Some("answer") if !open => violation("an answer outside a subscription"),
             Some("answer") if v["sdp"] != format!("answer {id} {me}") => {
@@ -443,12 +453,10 @@ async fn never_reads(player: SocketAddr, k: usize, name: &str) -> usize {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let tcp = socket.connect(player).await.expect("connect");
-    let (ws, _) = tokio_tungstenite::client_async(
-        format!("ws://{player}/"),
-        MaybeTlsStream::Plain(tcp),
-    )
-    .await
-    .expect("upgrade");
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{player}/"), MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("upgrade");
     let mut p = TestPeer {
         ws,
         name: name.to_owned(),
