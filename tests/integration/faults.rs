@@ -150,7 +150,11 @@ impl Ledger {
                     .map(move |(id, s)| format!("S{k}/{id}: {s:?}"))
             })
             .collect();
-        format!("unbalanced {open:?}, violations {:?}", self.violations)
+        let (shown, more) = (&open[..open.len().min(8)], open.len().saturating_sub(8));
+        format!(
+            "unbalanced {shown:?} and {more} more, violations {:?}",
+            self.violations
+        )
     }
 
     fn negotiated(&self, k: usize, id: &str) -> bool {
