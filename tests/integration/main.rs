@@ -12,6 +12,7 @@ mod cirrus;
 mod disconnect_player;
 mod drop_in;
 mod epic_client;
+mod faults;
 mod fd_limit;
 mod handshake;
 mod hostile;
