@@ -35,6 +35,7 @@ use crate::connection::{self, Shared};
 use crate::http::RemoteAddr;
 use crate::http::client_addr::{Client, client_addr};
 use crate::reframe::Reframe;
+use crate::reload::{Live, Snapshot};
 use crate::router::{ConnId, Opening, Role};
 
 /// The most hyper buffers per HTTP connection, each way: a request head, and what it has taken
@@ -72,8 +73,9 @@ pub(crate) struct Port {
     pub(crate) handshake_timeout: Duration,
     /// Reverse proxies trusted for the client's address.
     pub(crate) hops: u32,
-    /// The token an upgrade must present (`player_token`); never logged.
-    pub(crate) token: Option<Arc<str>>,
+    /// The token an upgrade must present (`player_token`; empty is none), read from the live
+    /// configuration at each handshake so a reload reaches the next one; never logged.
+    pub(crate) token: Option<Live<str>>,
     /// Refusals logged as warnings at most once a second per port (the second of the last).
     refusal_warned: AtomicU64,
     started: Instant,
@@ -110,7 +112,8 @@ impl Port {
 
     /// Upgrades on this port must present `token` (`?token=` or `Authorization: Bearer`).
     /// Set before [`Port::with_http`], which hands it to upgrades after HTTP requests.
-    pub(crate) fn with_token(mut self, token: Option<Arc<str>>) -> Self {
+    pub(crate) fn with_token(mut self, token: Live<str>) -> Self {
+        let token = Some(token);
         self.token = token;
         self
     }
@@ -136,11 +139,12 @@ impl Port {
         self
     }
 
-    fn policy(&self) -> Policy<'_> {
+    /// The checks of a handshake, with `token` as read for it (see [`required`]).
+    fn policy<'a>(&'a self, token: Option<&'a Snapshot<str>>) -> Policy<'a> {
         Policy {
             serves_http: self.http.is_some(),
             origins: &self.origins,
-            token: self.token.as_deref(),
+            token: required(token),
         }
     }
 
@@ -284,7 +288,8 @@ async fn open(tcp: TcpStream, remote: SocketAddr, port: &Port, head: &mut Vec<u8
         },
     };
     head.reserve(1024);
-    let policy = port.policy();
+    let token = port.token.as_ref().map(Live::get);
+    let policy = port.policy(token.as_ref());
     let read = async {
         loop {
             if head.len() == head.capacity() {
@@ -431,7 +436,12 @@ async fn serve_http<S>(
 struct Later {
     acceptor: Acceptor,
     origins: Vec<String>,
-    token: Option<Arc<str>>,
+    token: Option<Live<str>>,
+}
+
+/// The token a handshake must present: none when unset or empty.
+fn required(token: Option<&Snapshot<str>>) -> Option<&str> {
+    token.map(|t| &**t).filter(|t| !t.is_empty())
 }
 
 /// An upgrade request that follows a plain request on a kept-alive connection (a proxy reusing
@@ -441,6 +451,7 @@ async fn upgrade_later(
     mut request: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let token = later.token.as_ref().map(Live::get);
     let verdict = {
         let headers = request.headers();
         handshake::check(
@@ -455,7 +466,7 @@ async fn upgrade_later(
             Policy {
                 serves_http: true,
                 origins: &later.origins,
-                token: later.token.as_deref(),
+                token: required(token.as_ref()),
             },
         )
     };

@@ -317,6 +317,11 @@ impl NotifySocket {
         Self { dir, path, socket }
     }
 
+    /// A datagram already there, without waiting.
+    pub(crate) fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.socket.try_recv(buf)
+    }
+
     /// The next datagram's lines, waited for within the timeout.
     pub(crate) async fn next(&self) -> Vec<String> {
         let mut buf = [0u8; 512];

@@ -23,6 +23,7 @@ mod logging;
 mod max_players;
 mod ping;
 mod player_leaving;
+mod reload;
 mod rest_api;
 mod routing;
 mod session_limits;
