@@ -135,3 +135,37 @@ async fn sighup_reloads_tokens_and_peer_options_and_refuses_a_broken_file() {
         .expect("status");
     assert!(status.success(), "{status}");
 }
+
+/// `log_level` changes on SIGHUP: at `warn` the reload's own info line would not be written;
+/// reloaded to `info`, it is.
+#[tokio::test]
+async fn sighup_changes_the_log_level() {
+    let notify = NotifySocket::bind("reload-level");
+    let file = notify.path.with_file_name("signalling.toml");
+    std::fs::write(&file, "log_level = \"warn\"\n").expect("write config");
+    let mut child = binary()
+        .env("NOTIFY_SOCKET", &notify.path)
+        .args(LOOPBACK)
+        .args(["--config_file", file.to_str().expect("utf-8")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the signalling binary");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    assert_eq!(notify.next().await, ["READY=1"]);
+    std::fs::write(&file, "log_level = \"info\"\n").expect("write config");
+    sighup(&child);
+    assert_eq!(notify.next().await[0], "RELOADING=1");
+    assert_eq!(notify.next().await, ["READY=1"]);
+    // Info lines are written again, the reload's own among them.
+    let line = line_with(&mut lines, "configuration reloaded").await;
+    assert!(
+        line.contains("INFO") && line.contains("configuration reloaded: in force now: log_level"),
+        "{line}"
+    );
+    sigterm(&child);
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("exit")
+        .expect("status");
+    assert!(status.success(), "{status}");
+}
