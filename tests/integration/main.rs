@@ -21,6 +21,7 @@ mod liveness;
 mod log_files;
 mod logging;
 mod max_players;
+mod packaging;
 mod ping;
 mod player_leaving;
 mod reload;
