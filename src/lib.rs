@@ -28,6 +28,7 @@ pub mod logging;
 pub(crate) mod matchmaker;
 pub mod queue;
 pub mod reframe;
+pub mod reload;
 pub mod router;
 pub mod router_task;
 pub mod server;

@@ -26,7 +26,7 @@ use tracing::info;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer, Registry, filter::LevelFilter};
+use tracing_subscriber::{EnvFilter, Layer, Registry, filter::LevelFilter, reload};
 
 use crate::config::{Config, ConsoleMessages, LogFormat, LogLevel};
 use crate::router::{ConnId, Role};
@@ -122,7 +122,10 @@ pub fn init(settings: &Settings) -> Result<Logging, LogError> {
         _ => EnvFilter::new(settings.level.as_filter()),
     };
     let ansi = io::stderr().is_terminal();
-    let (subscriber, logging) = build(settings, filter, json::system_clock(), io::stderr(), ansi)?;
+    let (subscriber, mut logging) =
+        build(settings, filter, json::system_clock(), io::stderr(), ansi)?;
+    // RUST_LOG's directives rule stderr until a restart; a reload changes only the files'.
+    logging.levels.rust_log = std::env::var("RUST_LOG").is_ok_and(|d| !d.trim().is_empty());
     let installed = subscriber.try_init().is_ok();
     if let (true, Some((directives, e))) = (installed, bad_rust_log) {
         tracing::warn!(
@@ -175,6 +178,8 @@ fn build(
     let (writer, worker) = Batched::start("log-writer", LOG_BUFFER_BYTES, console, dropped.clone());
     // Last: at exit stderr is flushed last, after the report of lines the files dropped.
     workers.push(worker);
+    // Behind reload handles, so SIGHUP can change the levels ([`Levels`]).
+    let (console_filter, console_handle) = reload::Layer::new(console_filter);
     let console_layer = match settings.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .fmt_fields(TextFields)
@@ -191,7 +196,10 @@ fn build(
             .with_filter(console_filter)
             .boxed(),
     };
+    let mut file_handle = None;
     let file_layer = files.map(|(writer, level)| {
+        let (level, handle) = reload::Layer::new(level);
+        file_handle = Some(handle);
         tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields)
             .event_format(JsonFormat::new(clock))
@@ -200,14 +208,70 @@ fn build(
             .with_filter(level)
     });
     let subscriber = Registry::default().with(console_layer).with(file_layer);
+    let levels = Levels {
+        console: Arc::new(move |level: LogLevel| {
+            console_handle
+                .reload(EnvFilter::new(level.as_filter()))
+                .map_err(|e| e.to_string())
+        }),
+        file: file_handle.map(|handle| {
+            Arc::new(move |level: LogLevel| {
+                handle
+                    .reload(level_filter(level))
+                    .map_err(|e| e.to_string())
+            }) as SetLevel
+        }),
+        rust_log: false,
+    };
     Ok((
         subscriber,
         Logging {
             dropped,
             reported: Arc::default(),
             workers,
+            levels,
         },
     ))
+}
+
+/// Sets one destination's level.
+type SetLevel = Arc<dyn Fn(LogLevel) -> Result<(), String> + Send + Sync>;
+
+/// The running subscriber's levels, changeable while it runs (a SIGHUP reload).
+#[derive(Clone)]
+pub struct Levels {
+    console: SetLevel,
+    /// The log files' level, when there are files.
+    file: Option<SetLevel>,
+    /// stderr follows `RUST_LOG`, which a reload does not change.
+    rust_log: bool,
+}
+
+impl fmt::Debug for Levels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Levels")
+            .field("file", &self.file.is_some())
+            .field("rust_log", &self.rust_log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Levels {
+    /// Puts `settings`' levels in force: stderr's (unless `RUST_LOG` set it) and the files'.
+    /// A failure is logged and changes nothing.
+    pub fn apply(&self, settings: &Settings) {
+        let set = |what: &str, setter: &SetLevel, level: LogLevel| {
+            if let Err(e) = setter(level) {
+                tracing::warn!("cannot change the {what} log level: {e}");
+            }
+        };
+        if !self.rust_log {
+            set("stderr", &self.console, settings.level);
+        }
+        if let (Some(file), Some(setter)) = (&settings.file, &self.file) {
+            set("file", setter, file.level);
+        }
+    }
 }
 
 fn level_filter(level: LogLevel) -> LevelFilter {
@@ -504,9 +568,15 @@ pub struct Logging {
     /// Dropped lines the periodic report has logged (so the one at exit gives only the rest).
     reported: Arc<AtomicUsize>,
     workers: Vec<WriterGuard>,
+    levels: Levels,
 }
 
 impl Logging {
+    /// A way to change the levels while the server runs (SIGHUP).
+    pub fn levels(&self) -> Levels {
+        self.levels.clone()
+    }
+
     /// Runs for the life of the server: once a second, if lines were dropped and the writer
     /// has kept up since (no new drops for a period), logs "N log lines dropped".
     pub fn report_dropped_lines(&self) -> impl Future<Output = ()> + Send + 'static {

@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use signalling::config::{self, LoadError, Loaded};
 use signalling::logging::Settings;
+use signalling::reload::ReloadFrom;
 use signalling::server::Server;
 
 fn main() -> ExitCode {
-    let Loaded { config, warnings } = match config::load_args(std::env::args_os()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Loaded { config, warnings } = match config::load_args(args.clone()) {
         Ok(loaded) => loaded,
         // Usage, a misspelt flag (with the nearest one), --help and --version, as clap prints them.
         Err(LoadError::Cli(e)) => e.exit(),
@@ -46,7 +48,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         tokio::spawn(logging.report_dropped_lines());
-        let server = Server::bind(config).await?;
+        // SIGHUP reads the same flags and files again.
+        let levels = logging.levels();
+        let reload = ReloadFrom {
+            source: Box::new(move || reload(&args)),
+            log_levels: Box::new(move |config| levels.apply(&Settings::from_config(config))),
+        };
+        let server = Server::bind(config).await?.reload_from(reload);
         // Every listener is bound: tell systemd (Type=notify) the service is up. Nothing is
         // sent without NOTIFY_SOCKET, as outside systemd.
         if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
@@ -60,6 +68,20 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The configuration again, from the flags and files given at start; the error is one line.
+fn reload(args: &[std::ffi::OsString]) -> Result<config::Config, String> {
+    match config::load_args(args.iter().cloned()) {
+        Ok(Loaded { config, warnings }) => {
+            for warning in &warnings {
+                tracing::warn!("{warning}");
+            }
+            Ok(config)
+        }
+        Err(LoadError::Cli(e)) => Err(e.to_string().trim().to_owned()),
+        Err(LoadError::Config(e)) => Err(e.to_string()),
     }
 }
 

@@ -134,6 +134,8 @@ pub enum Event {
     },
     /// A read of the tables for the REST API (see [`RouterHandle::inspect`]).
     Inspect(Inspect),
+    /// New settings from a reload (see [`Router::handle_reconfigure`]).
+    Reconfigure(Box<RouterConfig>),
 }
 
 /// A read-only question for the [`Router`], run on the router task; it sends its own answer
@@ -174,6 +176,12 @@ impl RouterHandle {
             return None;
         }
         answer.await.ok()
+    }
+
+    /// Hands the router new settings (a reload), after every event sent before them; false
+    /// once the router task has ended.
+    pub async fn reconfigure(&self, config: RouterConfig) -> bool {
+        self.send(Event::Reconfigure(Box::new(config))).await
     }
 
     /// The signal a connection's queue gives when its senders' lane has room again. Each queue
@@ -223,8 +231,14 @@ pub fn spawn_with_counts(
         Flow::new(timeout_ms),
         rx,
         room_rx,
-        protocol_ping,
-        overflow_timeout,
+        Timers {
+            protocol_ping,
+            overflow_timeout,
+            watchdog: watchdog_period().map(|every| Watchdog {
+                every,
+                ping: Box::new(watchdog_ping),
+            }),
+        },
         shutdown,
         counts_tx,
     ));
@@ -309,17 +323,59 @@ impl Queues for Outboxes {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // The task's parts, each moved in once; a struct would only rename them.
+/// The periods the task's timers run at.
+struct Timers {
+    protocol_ping: Duration,
+    overflow_timeout: Duration,
+    /// systemd's watchdog, when it asks for one (`WatchdogSec=`).
+    watchdog: Option<Watchdog>,
+}
+
+/// How often to tell systemd the router is alive, and how (`WATCHDOG=1`; a test counts).
+struct Watchdog {
+    every: Duration,
+    ping: Box<dyn FnMut() + Send>,
+}
+
+/// Half the watchdog period systemd gave this process (`WATCHDOG_USEC` and `WATCHDOG_PID`),
+/// as sd_watchdog_enabled(3) advises; `None` outside systemd or without `WatchdogSec=`.
+fn watchdog_period() -> Option<Duration> {
+    let mut usec = 0;
+    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
+        .then(|| (Duration::from_micros(usec) / 2).max(Duration::from_millis(1)))
+}
+
+/// Tells systemd the router is alive. Sent from the router's own loop, so a router that stops
+/// turning (a wedged loop, a handler that never returns) stops the pings and systemd restarts
+/// the service, where a separate timer task would keep pinging.
+fn watchdog_ping() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]) {
+        debug!("cannot send WATCHDOG=1 to systemd: {e}");
+    }
+}
+
 async fn run(
     mut router: Router,
     mut flow: Flow,
     mut rx: mpsc::Receiver<Event>,
     mut room_rx: mpsc::UnboundedReceiver<ConnId>,
-    protocol_ping: Duration,
-    overflow_timeout: Duration,
+    timers: Timers,
     shutdown: CancellationToken,
     counts: watch::Sender<Counts>,
 ) {
+    let Timers {
+        protocol_ping,
+        overflow_timeout,
+        watchdog,
+    } = timers;
+    let (watchdog_every, mut watchdog_ping) = match watchdog {
+        Some(Watchdog { every, ping }) => (Some(every), ping),
+        // The branch is then disabled; the hour is never reached.
+        None => (None, Box::new(|| {}) as Box<dyn FnMut() + Send>),
+    };
+    let mut watchdog_ticker =
+        tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    watchdog_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut outboxes = Outboxes::default();
     let mut published = Counts::default();
     let mut count_ticker =
@@ -343,6 +399,11 @@ async fn run(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            // Ahead of the events too: a busy router is alive, and must not starve its ping.
+            _ = watchdog_ticker.tick(), if watchdog_every.is_some() => {
+                watchdog_ping();
+                continue;
+            }
             // Ahead of the events, so a steady stream of them cannot starve the updates.
             _ = count_ticker.tick(), if router.player_count_due() => router.handle_player_count_tick(),
             event = rx.recv() => match event {
@@ -368,6 +429,7 @@ async fn run(
                     read(&router);
                     continue;
                 }
+                Some(Event::Reconfigure(config)) => router.handle_reconfigure(*config),
             },
             Some(conn) = room_rx.recv() => flow.handle_room(conn, &mut router, &mut outboxes),
             _ = ticker.tick(), if ping_enabled => router.handle_tick(wall_ms()),
@@ -416,5 +478,70 @@ mod tests {
         gate.give(1);
         waiter.await.expect("reader woken");
         assert!(gate.is_open());
+    }
+
+    /// The watchdog's pings come from the router's own loop: they arrive while it turns, stop
+    /// while it is wedged (here: a read that blocks its thread), and resume when it turns again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watchdog_pings_come_from_the_router_loop_and_stop_while_it_is_wedged() {
+        let (pings_tx, mut pings) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(16);
+        let (room, room_rx) = mpsc::unbounded_channel();
+        let (counts, _) = watch::channel(Counts::default());
+        let shutdown = CancellationToken::new();
+        let every = Duration::from_millis(10);
+        let task = tokio::spawn(run(
+            Router::new(RouterConfig::default()),
+            Flow::new(1000),
+            rx,
+            room_rx,
+            Timers {
+                protocol_ping: Duration::ZERO,
+                overflow_timeout: Duration::from_secs(1),
+                watchdog: Some(Watchdog {
+                    every,
+                    ping: Box::new(move || {
+                        let _ = pings_tx.send(());
+                    }),
+                }),
+            },
+            shutdown.clone(),
+            counts,
+        ));
+        let handle = RouterHandle { tx, room };
+        let bound = Duration::from_secs(10);
+        for _ in 0..3 {
+            tokio::time::timeout(bound, pings.recv())
+                .await
+                .expect("a ping while the router turns")
+                .expect("pinger alive");
+        }
+        // Wedge the router: a read that blocks its thread until released.
+        let (release, wedged) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = oneshot::channel();
+        let stuck = tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                handle
+                    .inspect(move |_| {
+                        let _ = entered_tx.send(());
+                        let _ = wedged.recv();
+                    })
+                    .await
+            }
+        });
+        entered.await.expect("the router runs the read");
+        while pings.try_recv().is_ok() {} // sent before the wedge
+        // A window of many periods, not a synchronisation: nothing may arrive in it.
+        let silent = tokio::time::timeout(every * 20, pings.recv()).await;
+        assert!(silent.is_err(), "no ping while the router is wedged");
+        release.send(()).expect("release the router");
+        stuck.await.expect("the read ends").expect("answered");
+        tokio::time::timeout(bound, pings.recv())
+            .await
+            .expect("pings resume once the router turns again")
+            .expect("pinger alive");
+        shutdown.cancel();
+        task.await.expect("router task ends");
     }
 }

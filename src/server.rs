@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -29,6 +30,7 @@ use crate::http::static_files::StaticFiles;
 use crate::http::{Site, Web};
 use crate::ice::{Ice, LiveIce};
 use crate::matchmaker::{self, MatchmakerSettings};
+use crate::reload::{Live, ReloadFrom, Reloader};
 use crate::router::{IceSource, Role, RouterConfig};
 use crate::router_task;
 use crate::sessions::{self, Limits};
@@ -72,6 +74,11 @@ pub struct Server {
     /// What each WebSocket port requires of an upgrade.
     gates: Gates,
     shutdown: CancellationToken,
+    /// SIGHUP, registered before any port is bound (see [`Server::bind`]).
+    #[cfg(unix)]
+    hangups: Option<tokio::signal::unix::Signal>,
+    /// Where a SIGHUP reads the configuration again (the binary's flags and files).
+    reload_from: Option<ReloadFrom>,
 }
 
 /// The certificate of each port that has TLS.
@@ -237,7 +244,14 @@ impl Server {
         let shutdown = CancellationToken::new();
         // Registered before any port is bound: a SIGHUP sent once the ports are logged as
         // listening reloads, and never finds the default action (exit) in place.
-        tokio::spawn(crate::tls::reload_on_sighup(tls.named(), shutdown.clone()));
+        #[cfg(unix)]
+        let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangups) => Some(hangups),
+            Err(e) => {
+                warn!("cannot listen for SIGHUP ({e}): settings change only by a restart");
+                None
+            }
+        };
         let streamer = bind(&config, "streamer", config.streamer_port, "--streamer_port").await?;
         let player = if !config.https || config.https_redirect {
             Some(bind(&config, "player", config.player_port, "--player_port").await?)
@@ -265,7 +279,18 @@ impl Server {
             tls,
             gates,
             shutdown,
+            #[cfg(unix)]
+            hangups,
+            reload_from: None,
         })
+    }
+
+    /// On SIGHUP, read the configuration again from `from` and put what can change live in
+    /// force ([`crate::reload`]). Without it a SIGHUP only re-reads the TLS certificates.
+    #[must_use]
+    pub fn reload_from(mut self, from: ReloadFrom) -> Self {
+        self.reload_from = Some(from);
+        self
     }
 
     fn addr(listener: &TcpListener) -> SocketAddr {
@@ -312,24 +337,14 @@ impl Server {
     }
 
     /// Serves until `signal` completes or the shutdown token is cancelled.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServerError> {
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), ServerError> {
         let ice = Arc::new(Ice::new(&self.config.ice));
-        let peer_options =
-            serde_json::to_string(&self.config.peer_options).map_err(ServerError::PeerOptions)?;
-        let peer_options = RawValue::from_string(peer_options).map_err(ServerError::PeerOptions)?;
-        let router_config = RouterConfig {
-            peer_options,
-            max_players: self.config.max_players,
-            player_id_style: self.config.player_id_style,
-            player_count: self.config.player_count,
-            ice: (!ice.is_empty()).then(|| Arc::new(LiveIce(ice.clone())) as Arc<dyn IceSource>),
-            max_player_count: self.config.max_player_count,
-            player_count_updates: self.config.player_count_updates,
-            subscribe_at_connect: self.config.subscribe_at_connect,
-        };
+        let initial = router_config(&self.config, ice.clone())?;
         let shutdown = self.shutdown.clone();
+        // The configuration in force: what can change on SIGHUP is read from here.
+        let (live_tx, live) = watch::channel(Arc::new(self.config.clone()));
         let (router, router_task, counts) = router_task::spawn_with_counts(
-            router_config,
+            initial,
             self.config.player_protocol_ping,
             self.config.overflow_timeout,
             shutdown.clone(),
@@ -365,7 +380,24 @@ impl Server {
                 admin_token: self.config.admin_token.clone(),
             };
             crate::http::rest::Rest::new(router.clone(), &settings)
+                .with_admin_token(Live::new(live.clone(), |c| c.admin_token.as_str()))
         });
+        let reloader = Reloader {
+            from: self.reload_from.take(),
+            config: live_tx,
+            router: router.clone(),
+            router_config: Box::new(|config| {
+                router_config(config, Arc::new(Ice::new(&config.ice))).map_err(|e| e.to_string())
+            }),
+            tls: self.tls.named(),
+            gates: self.gates.clone(),
+        };
+        #[cfg(unix)]
+        if let Some(hangups) = self.hangups.take() {
+            tokio::spawn(reloader.run(hangups, shutdown.clone()));
+        }
+        #[cfg(not(unix))]
+        drop(reloader);
         let tracker = TaskTracker::new();
         let acceptor = Acceptor {
             shared: Shared {
@@ -478,6 +510,23 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+/// The router's settings from a configuration, with `ice` built from its `[ice]`.
+fn router_config(config: &Config, ice: Arc<Ice>) -> Result<RouterConfig, ServerError> {
+    let peer_options =
+        serde_json::to_string(&config.peer_options).map_err(ServerError::PeerOptions)?;
+    let peer_options = RawValue::from_string(peer_options).map_err(ServerError::PeerOptions)?;
+    Ok(RouterConfig {
+        peer_options,
+        max_players: config.max_players,
+        player_id_style: config.player_id_style,
+        player_count: config.player_count,
+        ice: (!ice.is_empty()).then(|| Arc::new(LiveIce(ice)) as Arc<dyn IceSource>),
+        max_player_count: config.max_player_count,
+        player_count_updates: config.player_count_updates,
+        subscribe_at_connect: config.subscribe_at_connect,
+    })
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

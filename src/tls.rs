@@ -6,7 +6,6 @@
 //! RSA, ECDSA P-256 and P-384, and Ed25519 keys.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +20,6 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, ServerConfig};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 #[cfg(test)]
@@ -284,8 +282,9 @@ fn certified_key(paths: &CertPaths, provider: &CryptoProvider) -> Result<Certifi
     }
 }
 
-/// Reloads every identity (one read per distinct pair of paths), logging the outcome per port.
-fn reload_all(identities: &[(&'static str, TlsIdentity)]) {
+/// Reloads every identity (one read per distinct pair of paths), logging the outcome per port;
+/// SIGHUP calls it ([`crate::reload`]).
+pub(crate) fn reload_all(identities: &[(&'static str, TlsIdentity)]) {
     let mut loaded: Vec<(&CertPaths, Result<Arc<CertifiedKey>, String>)> = Vec::new();
     let mut done: Vec<&Arc<Inner>> = Vec::new();
     for (port, identity) in identities {
@@ -315,49 +314,5 @@ fn reload_all(identities: &[(&'static str, TlsIdentity)]) {
                 "TLS certificate for the {port} port not reloaded: {err}; the previous certificate stays in use"
             ),
         }
-    }
-}
-
-/// Reloads `identities` (each named by its port: "player", "streamer", "SFU") on every SIGHUP
-/// until `shutdown`. The handler is registered when this is called, before the future first
-/// runs, so a SIGHUP sent once the caller goes on is never lost; call it inside the runtime.
-/// Not on unix, or with no identities, the future only waits for `shutdown`.
-pub(crate) fn reload_on_sighup(
-    identities: Vec<(&'static str, TlsIdentity)>,
-    shutdown: CancellationToken,
-) -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let hangups = if identities.is_empty() {
-        None
-    } else {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
-            Ok(hangups) => Some(hangups),
-            Err(e) => {
-                error!(
-                    "cannot listen for SIGHUP ({e}); TLS certificates are reloaded only by a restart"
-                );
-                None
-            }
-        }
-    };
-    async move {
-        #[cfg(unix)]
-        if let Some(mut hangups) = hangups {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    got = hangups.recv() => {
-                        if got.is_none() {
-                            break;
-                        }
-                        reload_all(&identities);
-                    }
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        drop(identities);
-        shutdown.cancelled().await;
     }
 }

@@ -40,12 +40,13 @@ impl Gates {
     /// The gates `config` asks for; an unreadable or unusable `jwt_public_key` is an error.
     pub(crate) fn load(config: &Config) -> Result<Self, String> {
         let gates = Self::default();
-        gates.store(config)?;
+        gates.install(Self::prepare(config)?);
         Ok(gates)
     }
 
-    /// Replaces every gate with what `config` asks for, or changes nothing on error.
-    pub(crate) fn store(&self, config: &Config) -> Result<(), String> {
+    /// The player, streamer and SFU gates `config` asks for, not yet in force (a reload
+    /// prepares them before it announces itself, so a bad key file changes nothing).
+    pub(crate) fn prepare(config: &Config) -> Result<[Gate; 3], String> {
         let shared = |token: &str| (!token.is_empty()).then(|| Box::from(token));
         let jwt = jwt::Verifier::new(
             &config.jwt_secret,
@@ -59,21 +60,29 @@ impl Gates {
             .iter()
             .map(|(token, ids)| (Box::from(token.as_str()), Scope::only(ids.iter().cloned())))
             .collect();
-        self.player.store(Arc::new(Gate {
-            token: shared(&config.player_token),
-            scoped: Vec::new(),
-            jwt,
-        }));
-        self.streamer.store(Arc::new(Gate {
-            token: shared(&config.streamer_token),
-            scoped,
-            jwt: None,
-        }));
-        self.sfu.store(Arc::new(Gate {
-            token: shared(&config.sfu_token),
-            ..Gate::default()
-        }));
-        Ok(())
+        Ok([
+            Gate {
+                token: shared(&config.player_token),
+                scoped: Vec::new(),
+                jwt,
+            },
+            Gate {
+                token: shared(&config.streamer_token),
+                scoped,
+                jwt: None,
+            },
+            Gate {
+                token: shared(&config.sfu_token),
+                ..Gate::default()
+            },
+        ])
+    }
+
+    /// Puts prepared gates in force: the next handshake on each port checks against them.
+    pub(crate) fn install(&self, [player, streamer, sfu]: [Gate; 3]) {
+        self.player.store(Arc::new(player));
+        self.streamer.store(Arc::new(streamer));
+        self.sfu.store(Arc::new(sfu));
     }
 }
 

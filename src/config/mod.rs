@@ -546,3 +546,24 @@ pub(crate) fn is_secret(key: &KeyDecl) -> bool {
             | "admin_token"
     )
 }
+
+/// The keys (`section.key` paths, in declaration order) whose values differ between `old` and
+/// `new`, for a reload's log line.
+pub(crate) fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(Value::Object(old)), Ok(Value::Object(new))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    let value = |tree: &Map<String, Value>, key: &KeyDecl| -> Option<Value> {
+        if key.section.is_empty() {
+            tree.get(key.name).cloned()
+        } else {
+            tree.get(key.section).and_then(|s| s.get(key.name)).cloned()
+        }
+    };
+    all_keys()
+        .filter(|key| value(&old, key) != value(&new, key))
+        .map(KeyDecl::path)
+        .collect()
+}

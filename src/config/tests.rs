@@ -836,3 +836,17 @@ fn readme_migration_tables_name_every_wilbur_and_cirrus_setting() {
         );
     }
 }
+
+#[test]
+fn changed_keys_names_each_key_that_differs_with_its_section() {
+    let old = Config::default();
+    assert_eq!(changed_keys(&old, &old), Vec::<String>::new());
+    let new = Config::from_toml_str(
+        "player_token = \"t\"\nplayer_port = 8080\n[sessions]\nmax_sessions = 7\n",
+    )
+    .unwrap();
+    assert_eq!(
+        changed_keys(&old, &new),
+        ["player_port", "player_token", "sessions.max_sessions"]
+    );
+}

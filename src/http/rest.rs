@@ -35,6 +35,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
+use crate::reload::Live;
 use crate::router::snapshot::{PlayerInfo, StreamerInfo};
 use crate::router::{Role, Router};
 use crate::router_task::RouterHandle;
@@ -68,7 +69,8 @@ pub struct Rest {
     config: Arc<Value>,
     started: Instant,
     reads: Arc<Semaphore>,
-    admin_token: Option<Arc<str>>,
+    /// Empty requires none; read at each request, so a reload reaches the next one.
+    admin_token: Live<str>,
 }
 
 impl Rest {
@@ -78,10 +80,20 @@ impl Rest {
             config: Arc::new(config_body(settings)),
             started: Instant::now(),
             reads: Arc::new(Semaphore::new(MAX_READS_IN_FLIGHT)),
-            admin_token: Some(settings.admin_token.as_str())
-                .filter(|t| !t.is_empty())
-                .map(Arc::from),
+            admin_token: Live::fixed(
+                crate::config::Config {
+                    admin_token: settings.admin_token.clone(),
+                    ..crate::config::Config::default()
+                },
+                |c| c.admin_token.as_str(),
+            ),
         }
+    }
+
+    /// The admin token from the live configuration (the server's, which a reload changes).
+    pub(crate) fn with_admin_token(mut self, admin_token: Live<str>) -> Self {
+        self.admin_token = admin_token;
+        self
     }
 
     /// Runs `read` on the router task; a 503 if the task has ended (shutdown).
@@ -149,11 +161,12 @@ async fn require_admin(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(expected) = rest.admin_token.as_deref() else {
+    let expected = rest.admin_token.get();
+    if expected.is_empty() {
         return next.run(request).await;
-    };
+    }
     let authorization = request.headers().get_all(header::AUTHORIZATION);
-    if crate::auth::bearer_presents(authorization.iter().map(|v| v.as_bytes()), expected) {
+    if crate::auth::bearer_presents(authorization.iter().map(|v| v.as_bytes()), &expected) {
         return next.run(request).await;
     }
     let mut response = message(

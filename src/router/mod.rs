@@ -331,17 +331,7 @@ pub struct Router {
 
 impl Router {
     pub fn new(config: RouterConfig) -> Self {
-        let config_message = ServerMessage::Config {
-            peer_connection_options: &config.peer_options,
-            protocol_version: PROTOCOL_VERSION,
-        }
-        .to_json()
-        .into();
-        let peer_options_map = if config.ice.is_some() {
-            serde_json::from_str(config.peer_options.get()).unwrap_or_default()
-        } else {
-            serde_json::Map::new()
-        };
+        let (config_message, peer_options_map) = Self::config_parts(&config);
         Self {
             config,
             config_message,
@@ -360,6 +350,34 @@ impl Router {
             lists: Default::default(),
             warnings: HashMap::default(),
         }
+    }
+
+    /// The `config` message everyone gets (without per-peer ICE), and `peer_options` as a map
+    /// when per-peer ICE servers are merged into it.
+    fn config_parts(
+        config: &RouterConfig,
+    ) -> (Utf8Bytes, serde_json::Map<String, serde_json::Value>) {
+        let config_message = ServerMessage::Config {
+            peer_connection_options: &config.peer_options,
+            protocol_version: PROTOCOL_VERSION,
+        }
+        .to_json()
+        .into();
+        let peer_options_map = if config.ice.is_some() {
+            serde_json::from_str(config.peer_options.get()).unwrap_or_default()
+        } else {
+            serde_json::Map::new()
+        };
+        (config_message, peer_options_map)
+    }
+
+    /// New settings (a reload): peers that connect from now on get the new `config` and the
+    /// new limits; connected peers and the tables stay as they are, and nothing is sent.
+    pub fn handle_reconfigure(&mut self, config: RouterConfig) {
+        let (config_message, peer_options_map) = Self::config_parts(&config);
+        self.config = config;
+        self.config_message = config_message;
+        self.peer_options_map = peer_options_map;
     }
 
     /// The next thing for the IO layer to do.

@@ -228,6 +228,43 @@ fn config_carries_peer_options_verbatim() {
     );
 }
 
+/// A reload: a player that connects afterwards gets the new `peer_options`; one connected
+/// before keeps its session, gets nothing new, and the tables are untouched.
+#[test]
+fn reconfigure_gives_new_peers_the_new_config_and_leaves_connected_ones_alone() {
+    let before = r#"{"a":1}"#;
+    let after = r#"{"b":2}"#;
+    let config_text = |options: &str| {
+        format!(
+            r#"{{"type":"config","peerConnectionOptions":{options},"protocolVersion":"1.3.0"}}"#
+        )
+    };
+    let mut h = Harness::with(RouterConfig {
+        peer_options: RawValue::from_string(before.to_owned()).unwrap(),
+        player_count: false,
+        ..RouterConfig::default()
+    });
+    let st = h.open(Role::Streamer);
+    let old = h.open(Role::Player);
+    let out = h.drain();
+    assert_eq!(texts(&out, old), [config_text(before)]);
+    assert!(texts(&out, st).iter().any(|t| t.contains("identify")));
+    h.router.handle_reconfigure(RouterConfig {
+        peer_options: RawValue::from_string(after.to_owned()).unwrap(),
+        player_count: false,
+        max_players: 1,
+        ..RouterConfig::default()
+    });
+    assert_eq!(h.drain(), [], "a reload sends nothing by itself");
+    let new = h.open(Role::Player);
+    assert_eq!(texts(&h.drain(), new), [config_text(after)]);
+    assert_eq!(
+        h.router.counts().players,
+        2,
+        "the connected player is still there"
+    );
+}
+
 /// Mints `{"urls":["turn:t"],"username":"<id>"}`, `"<id>/long"` for a long-lived credential:
 /// the username shows which peer it was for and which lifetime it was asked for.
 #[derive(Debug)]

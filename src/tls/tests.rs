@@ -459,30 +459,3 @@ fn reload_all_reads_shared_paths_once_swaps_each_identity_and_logs_each_port() {
     );
     assert!(log.contains(&line), "{line:?} not in {log}");
 }
-
-#[tokio::test]
-async fn sighup_reloads_the_certificate_for_new_handshakes() {
-    let (dir, ca) = (TempDir::new(), Ca::new());
-    write_pair(&dir, &ca, "first");
-    let identity = TlsIdentity::load(dir.paths()).unwrap();
-    let shutdown = CancellationToken::new();
-    let mut reloads = identity.reloads();
-    // Registers the handler before it returns, so the signal below cannot come too early.
-    let task = tokio::spawn(reload_on_sighup(
-        vec![("player", identity.clone())],
-        shutdown.clone(),
-    ));
-
-    let second = write_pair(&dir, &ca, "second");
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &std::process::id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    timeout(WAIT, reloads.changed()).await.unwrap().unwrap();
-    let (client, _server) = handshake(&identity, ca.root()).await;
-    assert_eq!(leaf_seen(&client), second);
-
-    shutdown.cancel();
-    timeout(WAIT, task).await.unwrap().unwrap();
-}

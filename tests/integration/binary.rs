@@ -322,3 +322,96 @@ async fn ready_is_sent_to_notify_socket_once_every_port_is_bound() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A datagram socket to stand in for systemd's `NOTIFY_SOCKET`, in its own temporary folder
+/// (removed on drop).
+pub(crate) struct NotifySocket {
+    dir: std::path::PathBuf,
+    pub(crate) path: std::path::PathBuf,
+    socket: tokio::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    pub(crate) fn bind(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("signalling-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let socket = tokio::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        Self { dir, path, socket }
+    }
+
+    /// A datagram already there, without waiting.
+    pub(crate) fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.socket.try_recv(buf)
+    }
+
+    /// The next datagram's lines, waited for within the timeout.
+    pub(crate) async fn next(&self) -> Vec<String> {
+        let mut buf = [0u8; 512];
+        let n = timeout(TIMEOUT, self.socket.recv(&mut buf))
+            .await
+            .expect("a notification within the timeout")
+            .expect("recv");
+        std::str::from_utf8(&buf[..n])
+            .expect("utf-8")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The binary as systemd starts it under `WatchdogSec=`: `WATCHDOG_USEC` set and
+/// `WATCHDOG_PID` naming its own process (a shell that sets it, then becomes the server).
+pub(crate) fn binary_with_watchdog(notify: &NotifySocket, usec: u64, args: &[&str]) -> Command {
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_signalling"))
+        .args(LOOPBACK)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", usec.to_string())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Under `WatchdogSec=`, the router's loop sends `WATCHDOG=1` at half the period, again and
+/// again, after `READY=1`.
+#[tokio::test]
+async fn watchdog_pings_arrive_repeatedly_under_watchdog_usec() {
+    let notify = NotifySocket::bind("watchdog");
+    // 100 ms: a ping every 50 ms.
+    let mut child = binary_with_watchdog(&notify, 100_000, &[])
+        .spawn()
+        .expect("start the signalling binary");
+    let mut pings = 0;
+    let mut ready = false;
+    while pings < 5 {
+        for line in notify.next().await {
+            match line.as_str() {
+                "READY=1" => ready = true,
+                "WATCHDOG=1" => {
+                    assert!(ready, "READY=1 comes before the first WATCHDOG=1");
+                    pings += 1;
+                }
+                other => panic!("unexpected notification {other:?}"),
+            }
+        }
+    }
+    sigterm(&child);
+    let status = timeout(TIMEOUT, child.wait())
+        .await
+        .expect("exit")
+        .expect("status");
+    assert!(status.success(), "{status}");
+}
