@@ -28,6 +28,7 @@ use crate::http::static_files::StaticFiles;
 use crate::http::{Site, Web};
 use crate::ice::{Ice, LiveIce};
 use crate::matchmaker::{self, MatchmakerSettings};
+use crate::metrics::Metrics;
 use crate::router::{IceSource, Role, RouterConfig};
 use crate::router_task;
 use crate::sessions::{self, Limits};
@@ -64,6 +65,8 @@ pub struct Server {
     /// The HTTPS player port, with `https`.
     https: Option<TcpListener>,
     sfu: TcpListener,
+    /// `metrics_port`'s own listener, when it is set.
+    metrics: Option<TcpListener>,
     site: Site,
     tls: Identities,
     shutdown: CancellationToken,
@@ -244,6 +247,11 @@ impl Server {
             None
         };
         let sfu = bind(&config, "SFU", config.sfu_port, "--sfu_port").await?;
+        let metrics = if config.metrics && config.metrics_port != 0 {
+            Some(bind(&config, "metrics", config.metrics_port, "--metrics_port").await?)
+        } else {
+            None
+        };
         // The built-in streamer page connects to the port actually bound (the configured 0 picks one).
         let site = site.with_pages(crate::http::pages::Settings {
             streamer_port: Self::addr(&streamer).port(),
@@ -255,6 +263,7 @@ impl Server {
             player,
             https,
             sfu,
+            metrics,
             site,
             tls,
             shutdown,
@@ -290,6 +299,10 @@ impl Server {
     pub fn sfu_addr(&self) -> SocketAddr {
         Self::addr(&self.sfu)
     }
+    /// `metrics_port`'s own port, when it is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(Self::addr)
+    }
 
     /// Cancelling this token shuts the server down gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -321,12 +334,15 @@ impl Server {
             subscribe_at_connect: self.config.subscribe_at_connect,
         };
         let shutdown = self.shutdown.clone();
+        let metrics = self.config.metrics.then(|| Arc::new(Metrics::new()));
         let (router, router_task, counts) = router_task::spawn_with_counts(
             router_config,
             self.config.player_protocol_ping,
             self.config.overflow_timeout,
             shutdown.clone(),
+            metrics.clone(),
         );
+        let token_of = |token: &str| Some(token).filter(|t| !t.is_empty()).map(Arc::<str>::from);
         let sessions = &self.config.sessions;
         let (sessions_handle, sessions_task) = sessions::task::spawn(
             Limits {
@@ -342,6 +358,12 @@ impl Server {
             },
             shutdown.clone(),
         );
+        let scrape = metrics.clone().map(|metrics| crate::metrics::Scrape {
+            metrics,
+            router: router.clone(),
+            sessions: sessions_handle.clone(),
+            admin_token: token_of(&self.config.admin_token),
+        });
         let api = Api {
             sessions: sessions_handle,
             ice,
@@ -364,6 +386,7 @@ impl Server {
                 router,
                 settings: Arc::new(ConnectionSettings::from_config(&self.config)),
                 shutdown: shutdown.clone(),
+                metrics: metrics.clone(),
             },
             tracker: tracker.clone(),
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -373,7 +396,6 @@ impl Server {
         let https_port = self.https_addr().map(|a| a.port());
         let acceptor_of =
             |identity: &Option<TlsIdentity>| identity.as_ref().map(TlsIdentity::acceptor);
-        let token_of = |token: &str| Some(token).filter(|t| !t.is_empty()).map(Arc::<str>::from);
         tracker.spawn(accept::serve(
             self.streamer,
             Port::new(
@@ -412,7 +434,27 @@ impl Server {
             drop(counts);
         }
         let write_timeout = api.settings.stream_write_timeout;
-        let app = crate::http::app(shutdown.clone(), api, rest, &self.site);
+        let mut app = crate::http::app(shutdown.clone(), api, rest, &self.site);
+        if let Some(scrape) = scrape {
+            tracker.spawn(crate::metrics::upkeep(
+                scrape.metrics.clone(),
+                shutdown.clone(),
+            ));
+            match self.metrics {
+                Some(listener) => {
+                    let own = crate::metrics::own_port_app(scrape);
+                    let stop = shutdown.clone();
+                    tracker.spawn(async move {
+                        let serving = axum::serve(listener, own)
+                            .with_graceful_shutdown(stop.cancelled_owned());
+                        if let Err(e) = serving.await {
+                            warn!("the metrics port stopped: {e}");
+                        }
+                    });
+                }
+                None => app = app.merge(crate::metrics::routes(scrape)),
+            }
+        }
         let security = SecurityHeaders {
             hsts_max_age: self.config.hsts_max_age,
             frame_ancestors: self.config.frame_ancestors.clone(),

@@ -149,12 +149,22 @@ async fn require_admin(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(expected) = rest.admin_token.as_deref() else {
-        return next.run(request).await;
-    };
-    let authorization = request.headers().get_all(header::AUTHORIZATION);
+    match admin_refusal(rest.admin_token.as_deref(), request.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
+}
+
+/// The 401 for a request without `Authorization: Bearer <admin_token>`, when a token is set
+/// (`/api`'s guarded routes and `/metrics`); `None` lets the request through.
+pub(crate) fn admin_refusal(
+    admin_token: Option<&str>,
+    headers: &axum::http::HeaderMap,
+) -> Option<Response> {
+    let expected = admin_token?;
+    let authorization = headers.get_all(header::AUTHORIZATION);
     if crate::auth::bearer_presents(authorization.iter().map(|v| v.as_bytes()), expected) {
-        return next.run(request).await;
+        return None;
     }
     let mut response = message(
         StatusCode::UNAUTHORIZED,
@@ -164,7 +174,7 @@ async fn require_admin(
         header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),
     );
-    response
+    Some(response)
 }
 
 /// Wilbur's error body, `{"message": "..."}`.
