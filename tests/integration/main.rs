@@ -21,6 +21,7 @@ mod liveness;
 mod log_files;
 mod logging;
 mod max_players;
+mod metrics;
 mod ping;
 mod player_leaving;
 mod rest_api;
