@@ -382,3 +382,28 @@ async fn metrics_port_serves_metrics_and_healthz_only_and_the_player_port_none()
         .expect("no panic")
         .expect("run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_whose_queue_overflows_counts_as_queue_full() {
+    let mut cfg = config();
+    cfg.max_queued_messages = 16;
+    let server = TestServer::start(cfg).await;
+    let mut streamer = server.streamer("S").await;
+    let _sink = server.subscribed_player(&mut streamer, "S", "Player0").await;
+    // The player reads nothing from here; 600 × 64 KiB is far beyond a loopback socket buffer.
+    let offer = format!(
+        r#"{{"type":"offer","playerId":"Player0","sdp":"{}"}}"#,
+        "s".repeat(64 * 1024)
+    );
+    for _ in 0..600 {
+        streamer.send_json(&offer).await;
+    }
+    // Counted where the router task closes it, before the disconnect it then sends.
+    streamer.expect_text(&player_disconnected("Player0")).await;
+    let s = scrape(server.player).await;
+    assert_eq!(s.get("signalling_queue_full_total"), 1.0);
+    assert_eq!(
+        s.get(r#"signalling_rate_limited_total{limit="overflow_timeout"}"#),
+        0.0
+    );
+}
