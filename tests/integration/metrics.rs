@@ -389,7 +389,9 @@ async fn a_player_whose_queue_overflows_counts_as_queue_full() {
     cfg.max_queued_messages = 16;
     let server = TestServer::start(cfg).await;
     let mut streamer = server.streamer("S").await;
-    let _sink = server.subscribed_player(&mut streamer, "S", "Player0").await;
+    let _sink = server
+        .subscribed_player(&mut streamer, "S", "Player0")
+        .await;
     // The player reads nothing from here; 600 × 64 KiB is far beyond a loopback socket buffer.
     let offer = format!(
         r#"{{"type":"offer","playerId":"Player0","sdp":"{}"}}"#,
