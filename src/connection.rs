@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ConsoleMessages};
 use crate::logging::{MessageLog, WarnLimiter, peer_str, peer_str_bare};
+use crate::metrics::{self, Direction, Limit, Metrics, Negotiation};
 use crate::queue::{self, Lane};
 use crate::router::{ConnId, Opening, Role};
 use crate::router_task::{Closing, Event, Frame, Gate, Outbox, RouterHandle, Urgent};
@@ -72,13 +73,16 @@ pub struct Shared {
     pub router: RouterHandle,
     pub settings: Arc<ConnectionSettings>,
     pub shutdown: CancellationToken,
+    /// The metrics' handles; `None` with `metrics = false` (nothing is counted).
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 /// How the reading side ended.
 enum End {
     Shutdown,
-    /// The writer finished: it sent a close frame the router asked for, or was told to drop.
-    WriterDone,
+    /// The writer finished: it sent a close frame the router asked for (its code), or was told
+    /// to drop.
+    WriterDone(Option<u16>),
     PeerClosed(Option<u16>),
     Timeout,
     Invalid(Close),
@@ -127,7 +131,7 @@ async fn serve<S>(
     };
     let (queue_tx, queue_rx) = queue::bounded(limits, Some(shared.router.room_signal(conn)));
     let (urgent_tx, urgent_rx) = oneshot::channel();
-    let (done_tx, mut done_rx) = oneshot::channel::<()>();
+    let (done_tx, mut done_rx) = oneshot::channel::<Option<u16>>();
     let gate = Arc::new(Gate::new(settings.max_queued_bytes));
     let outbox = Outbox {
         queue: queue_tx.clone(),
@@ -146,6 +150,13 @@ async fn serve<S>(
     {
         return;
     }
+    let counting = shared.metrics.as_ref().map(|m| {
+        m.opened(role);
+        Counting {
+            metrics: Arc::clone(m),
+            negotiation: (role == Role::Player).then(Arc::default),
+        }
+    });
     let writer = tokio::spawn(
         write_loop(
             sink,
@@ -159,6 +170,7 @@ async fn serve<S>(
                 role,
             },
             done_tx,
+            counting.clone(),
         )
         .in_current_span(),
     );
@@ -177,7 +189,7 @@ async fn serve<S>(
             tokio::select! {
                 biased;
                 () = shared.shutdown.cancelled() => break End::Shutdown,
-                _ = &mut done_rx => break End::WriterDone,
+                code = &mut done_rx => break End::WriterDone(code.ok().flatten()),
                 () = gate.opened() => {}
             }
             deadline = Instant::now() + settings.keepalive_timeout;
@@ -186,7 +198,7 @@ async fn serve<S>(
         tokio::select! {
             biased;
             () = shared.shutdown.cancelled() => break End::Shutdown,
-            _ = &mut done_rx => break End::WriterDone,
+            code = &mut done_rx => break End::WriterDone(code.ok().flatten()),
             () = expiry, if timeout_enabled => break End::Timeout,
             frame = stream.next() => {
                 if timeout_enabled {
@@ -195,7 +207,7 @@ async fn serve<S>(
                 match frame {
                     None => break End::PeerClosed(None),
                     Some(Ok(Message::Text(text))) => {
-                        handle_text(conn, role, &text, &gate, &shared, &mut warnings).await;
+                        handle_text(conn, role, &text, &gate, &shared, counting.as_ref(), &mut warnings).await;
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         if warned_binary {
@@ -205,7 +217,7 @@ async fn serve<S>(
                         }
                         warned_binary = true;
                         let text = String::from_utf8_lossy(&bytes);
-                        handle_text(conn, role, &text, &gate, &shared, &mut warnings).await;
+                        handle_text(conn, role, &text, &gate, &shared, counting.as_ref(), &mut warnings).await;
                     }
                     Some(Ok(Message::Close(frame))) => {
                         break End::PeerClosed(frame.map(|f| u16::from(f.code)));
@@ -213,6 +225,9 @@ async fn serve<S>(
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                         warn!(size, max_size, "message too big; closing 1009");
+                        if let Some(c) = &counting {
+                            c.metrics.rate_limited(Limit::MaxMessageSize);
+                        }
                         break End::Invalid(close::MESSAGE_TOO_BIG);
                     }
                     Some(Err(WsError::Utf8(e))) => {
@@ -238,6 +253,15 @@ async fn serve<S>(
             suppressed.count()
         );
     }
+    let code = match &end {
+        End::Shutdown => Some(close::SERVER_RESTARTING.code),
+        End::WriterDone(code) | End::PeerClosed(code) => *code,
+        End::Invalid(reason) => Some(reason.code),
+        End::Timeout | End::Error(_) => None,
+    };
+    if let Some(c) = &counting {
+        c.metrics.closed(role, code);
+    }
     match end {
         End::Shutdown => {
             // The writer sends 1012; nobody is told (PROTOCOL.md §6, server shutdown).
@@ -251,7 +275,7 @@ async fn serve<S>(
                 "closed: server shutdown"
             );
         }
-        End::WriterDone => {
+        End::WriterDone(_) => {
             // Usually the router asked for this close and has forgotten the connection; if the
             // writer failed instead, this tells it.
             shared.router.send(Event::Closed { conn }).await;
@@ -290,16 +314,25 @@ async fn serve<S>(
     writer.abort();
 }
 
+#[allow(clippy::too_many_arguments)] // The reader's parts, borrowed; a struct would only rename them.
 async fn handle_text(
     conn: ConnId,
     role: Role,
     text: &str,
     gate: &Gate,
     shared: &Shared,
+    counting: Option<&Counting>,
     warnings: &mut WarnLimiter,
 ) {
     match Inbound::parse(text) {
         Ok(message) => {
+            if let Some(c) = counting {
+                let kind = metrics::message_type(message.type_name());
+                c.metrics.message(kind, Direction::In);
+                if let (true, Some(pending)) = (kind == metrics::SUBSCRIBE, &c.negotiation) {
+                    c.metrics.negotiation_started(pending);
+                }
+            }
             let messages = MessageLog {
                 mode: shared.settings.console_messages,
                 conn,
@@ -328,6 +361,25 @@ async fn handle_text(
 }
 
 type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
+
+/// What a connection counts with, when metrics are on: the handles, and a player's pending
+/// negotiation (its reader starts it on `subscribe`, its writer ends it on `offer`).
+#[derive(Debug, Clone)]
+struct Counting {
+    metrics: Arc<Metrics>,
+    negotiation: Option<Arc<Negotiation>>,
+}
+
+impl Counting {
+    /// An outgoing message is written.
+    fn outgoing(&self, text: &str) {
+        let kind = metrics::outgoing_type(text);
+        self.metrics.message(kind, Direction::Out);
+        if let (true, Some(pending)) = (kind == metrics::OFFER, &self.negotiation) {
+            self.metrics.offer_delivered(pending);
+        }
+    }
+}
 
 /// What stopped a write before it finished.
 enum Interrupt {
@@ -360,6 +412,7 @@ enum Write {
     Ping,
 }
 
+#[allow(clippy::too_many_arguments)] // The writer's parts, each moved in once; a struct would only rename them.
 async fn write_loop<S>(
     mut sink: Sink<S>,
     mut queue: queue::Receiver<Frame>,
@@ -367,7 +420,8 @@ async fn write_loop<S>(
     shutdown: CancellationToken,
     settings: Arc<ConnectionSettings>,
     messages: MessageLog,
-    done: oneshot::Sender<()>,
+    done: oneshot::Sender<Option<u16>>,
+    counting: Option<Counting>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -401,7 +455,9 @@ async fn write_loop<S>(
         };
         let write = async {
             match next {
-                Write::Text(text) => write_batch(&mut sink, &mut queue, text, &messages).await,
+                Write::Text(text) => {
+                    write_batch(&mut sink, &mut queue, text, &messages, counting.as_ref()).await
+                }
                 Write::Ping => sink
                     .send(Message::Ping(Default::default()))
                     .await
@@ -433,6 +489,7 @@ async fn write_loop<S>(
             Err(Interrupt::Urgent(Urgent::Drop)) => break None,
         }
     };
+    let sent = closing.as_ref().map(|c| c.code);
     if let Some(Closing { code, reason }) = closing {
         info!(code, reason = %peer_str(&reason), "closing");
         let frame = CloseFrame {
@@ -441,7 +498,7 @@ async fn write_loop<S>(
         };
         let _ = timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
     }
-    let _ = done.send(());
+    let _ = done.send(sent);
 }
 
 /// Writes `first` and whatever else is already queued, then flushes. Returns a close found in
@@ -451,17 +508,24 @@ async fn write_batch<S>(
     queue: &mut queue::Receiver<Frame>,
     first: Utf8Bytes,
     messages: &MessageLog,
+    counting: Option<&Counting>,
 ) -> Result<Option<Closing>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     messages.outgoing(&first);
+    if let Some(c) = counting {
+        c.outgoing(&first);
+    }
     sink.feed(Message::Text(first)).await?;
     let mut close = None;
     for _ in 1..WRITE_BATCH {
         match queue.try_recv() {
             Some(Frame::Text(text)) => {
                 messages.outgoing(&text);
+                if let Some(c) = counting {
+                    c.outgoing(&text);
+                }
                 sink.feed(Message::Text(text)).await?;
             }
             Some(Frame::Close(closing)) => {

@@ -26,6 +26,7 @@ pub mod http;
 pub mod ice;
 pub mod logging;
 pub(crate) mod matchmaker;
+pub(crate) mod metrics;
 pub mod queue;
 pub mod reframe;
 pub mod reload;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::Inbound;
-use protocol::close::Close;
+use protocol::close::{self, Close};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -16,9 +16,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::metrics::{Limit, Metrics};
 use crate::queue::{self, Lane, TrySendError};
 use crate::router::flow::{Flow, Queues, Refused};
-use crate::router::{ConnId, Counts, HashMap, Opening, Role, Router, RouterConfig};
+use crate::router::{ConnId, Counts, HashMap, Opening, Refusals, Role, Router, RouterConfig};
 
 /// A close frame to send: the one representation of a close, queued or urgent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,18 +210,21 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (RouterHandle, JoinHandle<()>) {
     let (handle, task, _counts) =
-        spawn_with_counts(config, protocol_ping, overflow_timeout, shutdown);
+        spawn_with_counts(config, protocol_ping, overflow_timeout, shutdown, None);
     (handle, task)
 }
 
 /// [`spawn`], with a watch of how many streamers and players are connected, published after
 /// each event that changes them (for the matchmaker client). Publishing costs the router one
 /// comparison per event; a reader never holds the router up (it reads the latest value).
-pub fn spawn_with_counts(
+/// With `metrics`, the task counts the closes it decides (queue overflow, `overflow_timeout`)
+/// and the router's refusals.
+pub(crate) fn spawn_with_counts(
     config: RouterConfig,
     protocol_ping: Duration,
     overflow_timeout: Duration,
     shutdown: CancellationToken,
+    metrics: Option<Arc<Metrics>>,
 ) -> (RouterHandle, JoinHandle<()>, watch::Receiver<Counts>) {
     let (counts_tx, counts_rx) = watch::channel(Counts::default());
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
@@ -240,14 +244,24 @@ pub fn spawn_with_counts(
             }),
         },
         shutdown,
-        counts_tx,
+        Reports {
+            counts: counts_tx,
+            metrics,
+        },
     ));
     (RouterHandle { tx, room }, task, counts_rx)
 }
 
+/// Where the router task reports what it sees: the peer counts (the matchmaker's), and the
+/// closes and refusals it counts for `/metrics`.
+struct Reports {
+    counts: watch::Sender<Counts>,
+    metrics: Option<Arc<Metrics>>,
+}
+
 /// Every open connection's outbox: the [`Queues`] the overflow policy works on.
 #[derive(Debug, Default)]
-struct Outboxes(HashMap<ConnId, Outbox>);
+struct Outboxes(HashMap<ConnId, Outbox>, Option<Arc<Metrics>>);
 
 impl Queues for Outboxes {
     fn try_send(&mut self, to: ConnId, text: Utf8Bytes, lane: Lane) -> Result<(), Refused> {
@@ -311,6 +325,13 @@ impl Queues for Outboxes {
     }
 
     fn close_now(&mut self, conn: ConnId, close: Close) {
+        if let Some(metrics) = &self.1 {
+            if close == close::TOO_SLOW {
+                metrics.queue_full();
+            } else if close == close::SENDING_TOO_FAST {
+                metrics.rate_limited(Limit::OverflowTimeout);
+            }
+        }
         if let Some(outbox) = self.0.remove(&conn) {
             let _ = outbox.urgent.send(Urgent::Close(close.into()));
         }
@@ -361,8 +382,9 @@ async fn run(
     mut room_rx: mpsc::UnboundedReceiver<ConnId>,
     timers: Timers,
     shutdown: CancellationToken,
-    counts: watch::Sender<Counts>,
+    reports: Reports,
 ) {
+    let Reports { counts, metrics } = reports;
     let Timers {
         protocol_ping,
         overflow_timeout,
@@ -376,7 +398,8 @@ async fn run(
     let mut watchdog_ticker =
         tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     watchdog_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut outboxes = Outboxes::default();
+    let mut outboxes = Outboxes(HashMap::default(), metrics);
+    let mut refusals = Refusals::default();
     let mut published = Counts::default();
     let mut count_ticker =
         tokio::time::interval_at(Instant::now() + PLAYER_COUNT_PERIOD, PLAYER_COUNT_PERIOD);
@@ -417,7 +440,7 @@ async fn run(
                     flow.dispatch(&mut router, &mut outboxes, &now);
                     // Paid back after what it caused is charged, so the gate does not flicker.
                     outboxes.charge(conn, bytes, false);
-                    publish(&router, &mut published, &counts);
+                    publish(&router, &mut published, &counts, &outboxes.1, &mut refusals);
                     continue;
                 }
                 Some(Event::Closed { conn }) => {
@@ -438,13 +461,27 @@ async fn run(
             }
         }
         flow.dispatch(&mut router, &mut outboxes, &now);
-        publish(&router, &mut published, &counts);
+        publish(&router, &mut published, &counts, &outboxes.1, &mut refusals);
     }
     debug!("router task ended");
 }
 
-/// Publishes the router's counts if they changed since the last time.
-fn publish(router: &Router, published: &mut Counts, counts: &watch::Sender<Counts>) {
+/// Publishes the router's counts if they changed since the last time, and counts its new
+/// refusals.
+fn publish(
+    router: &Router,
+    published: &mut Counts,
+    counts: &watch::Sender<Counts>,
+    metrics: &Option<Arc<Metrics>>,
+    refusals: &mut Refusals,
+) {
+    if let Some(metrics) = metrics {
+        let now = router.refusals();
+        if now != *refusals {
+            metrics.router_refusals(*refusals, now);
+            *refusals = now;
+        }
+    }
     let current = router.counts();
     if current != *published {
         *published = current;
@@ -506,7 +543,10 @@ mod tests {
                 }),
             },
             shutdown.clone(),
-            counts,
+            Reports {
+                counts,
+                metrics: None,
+            },
         ));
         let handle = RouterHandle { tx, room };
         let bound = Duration::from_secs(10);

@@ -30,6 +30,7 @@ use crate::http::static_files::StaticFiles;
 use crate::http::{Site, Web};
 use crate::ice::{Ice, LiveIce};
 use crate::matchmaker::{self, MatchmakerSettings};
+use crate::metrics::Metrics;
 use crate::reload::{Live, ReloadFrom, Reloader};
 use crate::router::{IceSource, Role, RouterConfig};
 use crate::router_task;
@@ -69,6 +70,8 @@ pub struct Server {
     /// The HTTPS player port, with `https`.
     https: Option<TcpListener>,
     sfu: TcpListener,
+    /// `metrics_port`'s own listener, when it is set.
+    metrics: Option<TcpListener>,
     site: Site,
     tls: Identities,
     /// What each WebSocket port requires of an upgrade.
@@ -264,6 +267,11 @@ impl Server {
             None
         };
         let sfu = bind(&config, "SFU", config.sfu_port, "--sfu_port").await?;
+        let metrics = if config.metrics && config.metrics_port != 0 {
+            Some(bind(&config, "metrics", config.metrics_port, "--metrics_port").await?)
+        } else {
+            None
+        };
         // The built-in streamer page connects to the port actually bound (the configured 0 picks one).
         let site = site.with_pages(crate::http::pages::Settings {
             streamer_port: Self::addr(&streamer).port(),
@@ -275,6 +283,7 @@ impl Server {
             player,
             https,
             sfu,
+            metrics,
             site,
             tls,
             gates,
@@ -322,6 +331,10 @@ impl Server {
     pub fn sfu_addr(&self) -> SocketAddr {
         Self::addr(&self.sfu)
     }
+    /// `metrics_port`'s own port, when it is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(Self::addr)
+    }
 
     /// Cancelling this token shuts the server down gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -343,11 +356,13 @@ impl Server {
         let shutdown = self.shutdown.clone();
         // The configuration in force: what can change on SIGHUP is read from here.
         let (live_tx, live) = watch::channel(Arc::new(self.config.clone()));
+        let metrics = self.config.metrics.then(|| Arc::new(Metrics::new()));
         let (router, router_task, counts) = router_task::spawn_with_counts(
             initial,
             self.config.player_protocol_ping,
             self.config.overflow_timeout,
             shutdown.clone(),
+            metrics.clone(),
         );
         let sessions = &self.config.sessions;
         let (sessions_handle, sessions_task) = sessions::task::spawn(
@@ -364,6 +379,12 @@ impl Server {
             },
             shutdown.clone(),
         );
+        let scrape = metrics.clone().map(|metrics| crate::metrics::Scrape {
+            metrics,
+            router: router.clone(),
+            sessions: sessions_handle.clone(),
+            admin_token: Live::new(live.clone(), |c| c.admin_token.as_str()),
+        });
         let api = Api {
             sessions: sessions_handle,
             ice,
@@ -404,6 +425,7 @@ impl Server {
                 router,
                 settings: Arc::new(ConnectionSettings::from_config(&self.config)),
                 shutdown: shutdown.clone(),
+                metrics: metrics.clone(),
             },
             tracker: tracker.clone(),
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -451,7 +473,27 @@ impl Server {
             drop(counts);
         }
         let write_timeout = api.settings.stream_write_timeout;
-        let app = crate::http::app(shutdown.clone(), api, rest, &self.site);
+        let mut app = crate::http::app(shutdown.clone(), api, rest, &self.site);
+        if let Some(scrape) = scrape {
+            tracker.spawn(crate::metrics::upkeep(
+                scrape.metrics.clone(),
+                shutdown.clone(),
+            ));
+            match self.metrics {
+                Some(listener) => {
+                    let own = crate::metrics::own_port_app(scrape);
+                    let stop = shutdown.clone();
+                    tracker.spawn(async move {
+                        let serving = axum::serve(listener, own)
+                            .with_graceful_shutdown(stop.cancelled_owned());
+                        if let Err(e) = serving.await {
+                            warn!("the metrics port stopped: {e}");
+                        }
+                    });
+                }
+                None => app = app.merge(crate::metrics::routes(scrape)),
+            }
+        }
         let security = SecurityHeaders {
             hsts_max_age: self.config.hsts_max_age,
             frame_ancestors: self.config.frame_ancestors.clone(),

@@ -226,6 +226,7 @@ async fn serve_socket(tcp: TcpStream, remote: SocketAddr, port: Arc<Port>, accep
             ..
         } => {
             port.refused(remote, &refusal);
+            count_refusal(&acceptor, port.role, &refusal);
             refuse(&mut stream, &refusal).await;
         }
         Head::Complete {
@@ -261,7 +262,8 @@ async fn serve_socket(tcp: TcpStream, remote: SocketAddr, port: Arc<Port>, accep
                 let io = WriteTimeout::new(Rewind::new(head, stream), http.write_timeout, remote);
                 let shutdown = acceptor.shared.shutdown.clone();
                 let app = http.app.clone();
-                Box::pin(serve_http(io, remote, app, shutdown, &port)).await;
+                let metrics = acceptor.shared.metrics.clone();
+                Box::pin(serve_http(io, remote, app, shutdown, &port, metrics)).await;
             }
         }
     }
@@ -313,6 +315,15 @@ async fn open(tcp: TcpStream, remote: SocketAddr, port: &Port, head: &mut Vec<u8
             Opened::Gone
         }
         Err(_) => Opened::TimedOut(stream),
+    }
+}
+
+/// Counts a refused handshake: every 401, whatever the credential's kind, is an auth failure.
+fn count_refusal(acceptor: &Acceptor, role: Role, refusal: &Refusal) {
+    if let Some(metrics) = &acceptor.shared.metrics
+        && refusal.status == handshake::UNAUTHORIZED.status
+    {
+        metrics.auth_failure(role);
     }
 }
 
@@ -389,6 +400,7 @@ async fn serve_http<S>(
     app: axum::Router,
     shutdown: CancellationToken,
     port: &Port,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -413,7 +425,15 @@ async fn serve_http<S>(
                 )
             };
             request.extensions_mut().insert(RemoteAddr(client));
-            app.clone().oneshot(request.map(Body::new))
+            let response = app.clone().oneshot(request.map(Body::new));
+            let metrics = metrics.clone();
+            async move {
+                let response = response.await;
+                if let (Some(metrics), Ok(response)) = (&metrics, &response) {
+                    metrics.count_response(response);
+                }
+                response
+            }
         });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -464,6 +484,7 @@ async fn upgrade_later(
     let accepted = match verdict {
         Verdict::Http => return next.run(request).await,
         Verdict::Refuse(refusal) => {
+            count_refusal(&later.acceptor, Role::Player, &refusal);
             let mut response = (
                 StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
                 format!("{}\n", refusal.reason),

@@ -284,6 +284,10 @@ keys! {
             "The iss a JWT must carry; empty checks none",
         admin_token: String ["TOKEN"]
             "Bearer token /api's lists of streamers and players and /api/config require; empty is none",
+        metrics: bool ["BOOL" bare = "true"]
+            "Serve Prometheus metrics at /metrics",
+        metrics_port: u16 ["PORT"]
+            "Port of its own for /metrics (and /healthz); 0 serves /metrics on the player port",
         player_allowed_origins: Vec<String> ["LIST"]
             "Origins allowed to open a player WebSocket, comma-separated; empty allows any",
         #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]

@@ -158,6 +158,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), Invalid> {
         config.matchmaker_retry_interval,
     )?;
     tls(config)?;
+    metrics(config)?;
     sessions(&config.sessions)?;
     ice(&config.ice)?;
     // peer_options needs no check here: its type is a JSON object, and every way in rejects
@@ -226,6 +227,30 @@ fn sessions(s: &SessionsConfig) -> Result<(), Invalid> {
     at_most_a_day("sessions.keepalive", s.keepalive)?;
     at_most_a_day("sessions.stream_write_timeout", s.stream_write_timeout)?;
     origins("sessions.cors_origins", &s.cors_origins)
+}
+
+/// `metrics_port`, when set, is a port of its own.
+fn metrics(config: &Config) -> Result<(), Invalid> {
+    let port = config.metrics_port;
+    if port == 0 {
+        return Ok(());
+    }
+    for (key, other) in [
+        ("player_port", config.player_port),
+        ("streamer_port", config.streamer_port),
+        ("sfu_port", config.sfu_port),
+        ("https_port", config.https_port),
+    ] {
+        if port == other && (key != "https_port" || config.https) {
+            return fail(
+                "metrics_port",
+                format!(
+                    "({port}) is also {key}: give /metrics a port of its own, or 0 to serve it on the player port"
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// TLS, the security headers and the handshake.

@@ -30,6 +30,7 @@ use super::RemoteAddr;
 use crate::auth::LiveGate;
 use crate::config::SessionsConfig;
 use crate::ice::{self, Ice};
+use crate::metrics::Limit;
 use crate::sessions::task::{Credential, OpenedStream, RequestError, SessionsHandle};
 use crate::sessions::{Registered, SessionError, validate_id};
 
@@ -108,8 +109,34 @@ fn limit_error(
         .into_response()
 }
 
-/// The one mapping from a refusal to its HTTP status.
+/// The one mapping from a refusal to its HTTP status. A limit's 429 carries the [`Limit`] for
+/// the metrics.
 fn refused(error: RequestError) -> Response {
+    let limit = match &error {
+        RequestError::Refused(e) => limit_of(e),
+        RequestError::Unavailable(_) => None,
+    };
+    let mut response = refusal(error);
+    if let Some(limit) = limit {
+        response.extensions_mut().insert(limit);
+    }
+    response
+}
+
+/// The limit a session API refusal is, if it is one.
+fn limit_of(e: &SessionError) -> Option<Limit> {
+    Some(match e {
+        SessionError::TooManySessions { .. } => Limit::MaxSessions,
+        SessionError::TooManySessionsFromAddress { .. } => Limit::MaxSessionsPerAddress,
+        SessionError::SessionFull { .. } => Limit::MaxPeersPerSession,
+        SessionError::QueueFull { .. } => Limit::MaxQueuedEvents,
+        SessionError::PeerBytesFull { .. } => Limit::MaxPeerEventBytes,
+        SessionError::ServerBytesFull { .. } => Limit::MaxEventBytes,
+        _ => return None,
+    })
+}
+
+fn refusal(error: RequestError) -> Response {
     let e = match error {
         RequestError::Unavailable(e) => return self::error(StatusCode::SERVICE_UNAVAILABLE, e),
         RequestError::Refused(e) => e,

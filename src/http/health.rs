@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// `200 {"status":"ok"}` while the process serves HTTP at all.
-pub(super) async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     no_store(StatusCode::OK, "ok")
 }
 

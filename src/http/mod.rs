@@ -7,7 +7,7 @@ pub mod api;
 pub mod client_addr;
 pub mod cors;
 pub(crate) mod headers;
-mod health;
+pub(crate) mod health;
 pub mod pages;
 pub(crate) mod redirect;
 pub mod rest;

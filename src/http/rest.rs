@@ -162,12 +162,25 @@ async fn require_admin(
     next: axum::middleware::Next,
 ) -> Response {
     let expected = rest.admin_token.get();
-    if expected.is_empty() {
-        return next.run(request).await;
+    match admin_refusal(
+        Some(&*expected).filter(|t| !t.is_empty()),
+        request.headers(),
+    ) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
     }
-    let authorization = request.headers().get_all(header::AUTHORIZATION);
-    if crate::auth::bearer_presents(authorization.iter().map(|v| v.as_bytes()), &expected) {
-        return next.run(request).await;
+}
+
+/// The 401 for a request without `Authorization: Bearer <admin_token>`, when a token is set
+/// (`/api`'s guarded routes and `/metrics`); `None` lets the request through.
+pub(crate) fn admin_refusal(
+    admin_token: Option<&str>,
+    headers: &axum::http::HeaderMap,
+) -> Option<Response> {
+    let expected = admin_token?;
+    let authorization = headers.get_all(header::AUTHORIZATION);
+    if crate::auth::bearer_presents(authorization.iter().map(|v| v.as_bytes()), expected) {
+        return None;
     }
     let mut response = message(
         StatusCode::UNAUTHORIZED,
@@ -177,7 +190,7 @@ async fn require_admin(
         header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),
     );
-    response
+    Some(response)
 }
 
 /// Wilbur's error body, `{"message": "..."}`.

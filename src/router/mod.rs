@@ -327,6 +327,18 @@ pub struct Router {
     lists: [Option<Utf8Bytes>; 2],
     /// Warning budgets of the connections that have caused a warning (see [`Self::warn`]).
     warnings: HashMap<ConnId, WarnLimiter>,
+    /// How often each of the router's limits refused, for the IO layer to count (metrics).
+    refusals: Refusals,
+}
+
+/// How many times the router's own limits have refused since it started: the IO layer turns
+/// the growth into `signalling_rate_limited_total` (the core counts, it never exports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// `subscribe` refused with `subscribeFailed`: the streamer has `max_players` players.
+    pub max_players: u64,
+    /// A player closed 1013 at connect: `max_player_count` players are open.
+    pub max_player_count: u64,
 }
 
 impl Router {
@@ -345,6 +357,7 @@ impl Router {
             next_seq: 0,
             open_players: 0,
             open_streamers: 0,
+            refusals: Refusals::default(),
             player_count_dirty: false,
             outputs: VecDeque::new(),
             lists: Default::default(),
@@ -500,6 +513,7 @@ impl Router {
             return true;
         }
         warn!(%conn, role = "player", "{current} players connected, max_player_count {max}; closing 1013");
+        self.refusals.max_player_count += 1;
         self.outputs.push_back(Output::Close {
             conn,
             code: close::TRY_AGAIN_LATER,
@@ -523,6 +537,21 @@ impl Router {
             streamers: self.open_streamers,
             players: self.open_players,
         }
+    }
+
+    /// How often the router's limits have refused so far.
+    pub fn refusals(&self) -> Refusals {
+        self.refusals
+    }
+
+    /// Subscriptions open now (players' and SFUs'), one pass over the entries: for a scrape of
+    /// the metrics, never per message.
+    pub fn subscription_count(&self) -> usize {
+        self.table
+            .iter()
+            .filter_map(|&entry| self.entry(entry))
+            .map(|e| e.subscribers.len())
+            .sum()
     }
 
     /// Whether the player count changed since the last flush and players want to hear it: the

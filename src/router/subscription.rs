@@ -122,10 +122,12 @@ impl Router {
             return Ok(());
         };
         if is_player && capped && e.player_subscribers >= self.config.max_players as usize {
-            return Err(SubscribeError::Full {
+            let full = SubscribeError::Full {
                 id: e.id.clone(),
                 max: self.config.max_players,
-            });
+            };
+            self.refusals.max_players += 1;
+            return Err(full);
         }
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -431,6 +431,16 @@ impl Sessions {
         self.sessions.len()
     }
 
+    /// Events waiting for their peer's stream to deliver them, over every peer: one pass over
+    /// the peers, for a scrape of the metrics.
+    pub fn queued_events(&self) -> usize {
+        self.sessions
+            .values()
+            .flat_map(|s| &s.peers)
+            .map(|(_, p)| p.undelivered_len())
+            .sum()
+    }
+
     /// Peer ids of a session in join order (empty for an unknown session).
     pub fn peers(&self, session: &str) -> Vec<String> {
         self.sessions

@@ -49,6 +49,10 @@ enum Command {
         payload: Option<Box<RawValue>>,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
+    /// The figures the metrics report: open sessions, events queued.
+    Gauges {
+        reply: oneshot::Sender<Result<(usize, usize), SessionError>>,
+    },
 }
 
 /// What a request presents as the peer's credential (`peer_tokens`).
@@ -220,6 +224,13 @@ impl SessionsHandle {
     }
 }
 
+impl SessionsHandle {
+    /// Open sessions and the events queued for delivery over all of them (for `/metrics`).
+    pub async fn gauges(&self) -> Result<(usize, usize), RequestError> {
+        self.request(|reply| Command::Gauges { reply }).await
+    }
+}
+
 /// Starts the sessions task. It ends on `shutdown` or when every handle is dropped; its open
 /// streams end with it.
 pub fn spawn(limits: Limits, shutdown: CancellationToken) -> (SessionsHandle, JoinHandle<()>) {
@@ -316,6 +327,9 @@ impl Task {
                     core.handle_message(&session, &from, &target, &kind, payload.as_deref(), now)
                 });
                 let _ = reply.send(result);
+            }
+            Command::Gauges { reply } => {
+                let _ = reply.send(Ok((self.core.session_count(), self.core.queued_events())));
             }
         }
     }

@@ -23,6 +23,7 @@ mod liveness;
 mod log_files;
 mod logging;
 mod max_players;
+mod metrics;
 mod packaging;
 mod ping;
 mod player_leaving;
