@@ -19,6 +19,7 @@
 
 pub mod accept;
 mod auth;
+pub(crate) mod limits;
 pub mod config;
 pub mod connection;
 mod fd_limit;
