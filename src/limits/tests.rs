@@ -268,3 +268,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_limit_keys_are_validated() {
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    let ok = Config::default();
+    assert_eq!(ok.http_requests_per_minute, 3000, "Wilbur's default");
+    ok.validate().unwrap();
+    let bad = |change: fn(&mut Config), key: &str| {
+        let mut c = Config::default();
+        change(&mut c);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    };
+    bad(|c| c.message_burst = 0, "message_burst");
+    bad(|c| c.max_connections_per_ip = u32::MAX, "max_connections_per_ip");
+    bad(
+        |c| c.first_message_timeout = Duration::from_millis(50),
+        "first_message_timeout",
+    );
+    bad(
+        |c| c.sessions.max_streams_per_address = u32::MAX,
+        "sessions.max_streams_per_address",
+    );
+    let mut off = Config::default();
+    off.first_message_timeout = Duration::ZERO;
+    off.messages_per_second = 0;
+    off.validate().unwrap();
+}
