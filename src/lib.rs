@@ -19,12 +19,12 @@
 
 pub mod accept;
 mod auth;
-pub(crate) mod limits;
 pub mod config;
 pub mod connection;
 mod fd_limit;
 pub mod http;
 pub mod ice;
+pub(crate) mod limits;
 pub mod logging;
 pub(crate) mod matchmaker;
 pub mod queue;

@@ -163,16 +163,14 @@ impl Table {
         }
     }
 
-    pub(crate) fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Addresses tracked now.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Open connections counted for `ip`.
+    #[cfg(test)]
     pub(crate) fn open_connections(&self, ip: IpAddr) -> u32 {
         self.entries.get(&key(ip)).map_or(0, |e| e.open)
     }
@@ -224,7 +222,12 @@ impl Table {
     }
 
     /// Counts one `rate` event from `ip` against its window.
-    pub(crate) fn handle_rate(&mut self, ip: IpAddr, rate: Rate, now_ms: u64) -> Result<(), Verdict> {
+    pub(crate) fn handle_rate(
+        &mut self,
+        ip: IpAddr,
+        rate: Rate,
+        now_ms: u64,
+    ) -> Result<(), Verdict> {
         let limit = match rate {
             Rate::Upgrade => self.settings.upgrades,
             Rate::Request => self.settings.requests,

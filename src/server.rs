@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::accept::limits::Limits as PortLimits;
 use crate::accept::{self, Acceptor, Port};
 use crate::config::Config;
 use crate::connection::{ConnectionSettings, Shared};
@@ -67,6 +68,8 @@ pub struct Server {
     site: Site,
     tls: Identities,
     shutdown: CancellationToken,
+    /// The abuse limits' rate window: a minute ([`Server::set_limit_window`]).
+    limit_window: Duration,
 }
 
 /// The certificate of each port that has TLS.
@@ -258,7 +261,15 @@ impl Server {
             site,
             tls,
             shutdown,
+            limit_window: Duration::from_secs(60),
         })
+    }
+
+    /// Shortens the window of the per-minute limits (`upgrades_per_ip_per_minute`, …), so that
+    /// tests see a window end without waiting a minute. Not a configuration key.
+    #[doc(hidden)]
+    pub fn set_limit_window(&mut self, window: Duration) {
+        self.limit_window = window;
     }
 
     fn addr(listener: &TcpListener) -> SocketAddr {
@@ -369,6 +380,15 @@ impl Server {
             next_conn: Arc::new(AtomicU64::new(1)),
         };
         let handshake_timeout = self.config.handshake_timeout;
+        let limits = crate::limits::Settings {
+            max_connections: self.config.max_connections_per_ip,
+            upgrades: self.config.upgrades_per_ip_per_minute,
+            requests: self.config.http_requests_per_minute,
+            registrations: self.config.sessions.registrations_per_minute,
+            max_streams: self.config.sessions.max_streams_per_address,
+            window_ms: u64::try_from(self.limit_window.as_millis()).unwrap_or(u64::MAX),
+        };
+        let limits_of = |name, max_streamers| PortLimits::new(name, limits, max_streamers);
         let public_player_port = self.public_player_port();
         let https_port = self.https_addr().map(|a| a.port());
         let acceptor_of =
@@ -382,7 +402,8 @@ impl Server {
                 acceptor_of(&self.tls.streamer),
                 handshake_timeout,
             )
-            .with_token(token_of(&self.config.streamer_token)),
+            .with_token(token_of(&self.config.streamer_token))
+            .with_limits(limits_of("streamer", self.config.max_streamers)),
             acceptor.clone(),
         ));
         tracker.spawn(accept::serve(
@@ -393,7 +414,8 @@ impl Server {
                 acceptor_of(&self.tls.sfu),
                 handshake_timeout,
             )
-            .with_token(token_of(&self.config.sfu_token)),
+            .with_token(token_of(&self.config.sfu_token))
+            .with_limits(limits_of("SFU", 0)),
             acceptor.clone(),
         ));
         if self.config.use_matchmaker {
@@ -427,6 +449,7 @@ impl Server {
             };
             let port = Port::new("player", Role::Player, None, handshake_timeout)
                 .with_token(token.clone())
+                .with_limits(limits_of("player", 0))
                 .with_http(
                     headers::layer(plain, &security, false),
                     write_timeout,
@@ -444,6 +467,7 @@ impl Server {
                 handshake_timeout,
             )
             .with_token(token)
+            .with_limits(limits_of("HTTPS", 0))
             .with_http(
                 headers::layer(app, &security, true),
                 write_timeout,

@@ -5,6 +5,7 @@
 //! request on a kept-alive connection passes the same checks ([`upgrade_later`]).
 
 pub(crate) mod handshake;
+pub(crate) mod limits;
 mod stream;
 mod write_timeout;
 
@@ -29,6 +30,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use self::handshake::{Head, Policy, Refusal, Verdict};
+use self::limits::{Guards, LimitRefusal, Limits, PortLimits, admit_upgrade};
 use self::stream::{Rewind, Stream};
 use self::write_timeout::WriteTimeout;
 use crate::connection::{self, Shared};
@@ -74,6 +76,8 @@ pub(crate) struct Port {
     pub(crate) hops: u32,
     /// The token an upgrade must present (`player_token`); never logged.
     pub(crate) token: Option<Arc<str>>,
+    /// The abuse limits of this port ([`limits`]).
+    pub(crate) limits: Arc<Limits>,
     /// Refusals logged as warnings at most once a second per port (the second of the last).
     refusal_warned: AtomicU64,
     started: Instant,
@@ -103,6 +107,7 @@ impl Port {
             handshake_timeout,
             hops: 0,
             token: None,
+            limits: Limits::off(name),
             refusal_warned: AtomicU64::new(u64::MAX),
             started: Instant::now(),
         }
@@ -112,6 +117,13 @@ impl Port {
     /// Set before [`Port::with_http`], which hands it to upgrades after HTTP requests.
     pub(crate) fn with_token(mut self, token: Option<Arc<str>>) -> Self {
         self.token = token;
+        self
+    }
+
+    /// This port's abuse limits. Set before [`Port::with_http`], which hands them to upgrades
+    /// after HTTP requests.
+    pub(crate) fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -128,6 +140,7 @@ impl Port {
             acceptor: acceptor.clone(),
             origins: origins.clone(),
             token: self.token.clone(),
+            limits: self.limits.clone(),
         });
         let app = app.layer(axum::middleware::from_fn_with_state(later, upgrade_later));
         self.http = Some(Http { app, write_timeout });
@@ -204,6 +217,17 @@ enum Opened {
 /// One connection, from its TCP socket to its end. Every connection's task keeps this
 /// function's arguments for its whole life: they are kept small (one Arc for the port).
 async fn serve_socket(tcp: TcpStream, remote: SocketAddr, port: Arc<Port>, acceptor: Acceptor) {
+    // Without a trusted proxy the socket's address is the client's: count the connection now,
+    // and close it unread when over the limit (so sockets waiting for a head are bounded too).
+    // Behind a proxy the client is known only from the head.
+    let held = if port.hops == 0 {
+        match port.limits.connection(remote.ip()) {
+            Ok(slot) => slot,
+            Err(_) => return,
+        }
+    } else {
+        None
+    };
     let mut head = Vec::new();
     let opened = tokio::select! {
         () = acceptor.shared.shutdown.cancelled() => return,
@@ -232,6 +256,13 @@ async fn serve_socket(tcp: TcpStream, remote: SocketAddr, port: Arc<Port>, accep
             verdict: Verdict::Upgrade(accepted),
         } => {
             let remote = upgrade_client(port.hops, remote, head.get(..len).unwrap_or(&head));
+            let guards = match admit_upgrade(&port.limits, remote, held, port.hops > 0) {
+                Ok(guards) => guards,
+                Err(refusal) => {
+                    refuse_limit(&mut stream, &refusal).await;
+                    return;
+                }
+            };
             if let Err(e) = stream.write_all(accepted.response().as_bytes()).await {
                 debug!(%remote, port = port.name, "upgrade failed: {e}");
                 return;
@@ -248,6 +279,7 @@ async fn serve_socket(tcp: TcpStream, remote: SocketAddr, port: Arc<Port>, accep
                 accepted.opening,
                 remote,
                 acceptor,
+                guards,
             ));
         }
         Head::Complete {
@@ -314,6 +346,12 @@ async fn open(tcp: TcpStream, remote: SocketAddr, port: &Port, head: &mut Vec<u8
     }
 }
 
+/// Answers a request refused by a limit and closes the connection.
+async fn refuse_limit(stream: &mut Stream, refusal: &LimitRefusal) {
+    let _ = stream.write_all(refusal.raw_response().as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
 /// Answers a refused request and closes the connection.
 async fn refuse(stream: &mut Stream, refusal: &Refusal) {
     let _ = stream.write_all(refusal.response().as_bytes()).await;
@@ -329,9 +367,11 @@ fn start(
     opening: Opening,
     remote: SocketAddr,
     acceptor: Acceptor,
+    guards: Guards,
 ) -> impl Future<Output = ()> + Send {
     let config = acceptor.shared.settings.websocket_config();
     async move {
+        let _guards = guards;
         let ws = WebSocketStream::from_raw_socket(
             Reframe::frames(stream, early_frames),
             WsRole::Server,
@@ -391,6 +431,7 @@ async fn serve_http<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let hops = port.hops;
+    let limits = port.limits.clone();
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let client = if hops == 0 {
@@ -411,6 +452,7 @@ async fn serve_http<S>(
                 )
             };
             request.extensions_mut().insert(RemoteAddr(client));
+            request.extensions_mut().insert(PortLimits(limits.clone()));
             app.clone().oneshot(request.map(Body::new))
         });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -432,6 +474,7 @@ struct Later {
     acceptor: Acceptor,
     origins: Vec<String>,
     token: Option<Arc<str>>,
+    limits: Arc<Limits>,
 }
 
 /// An upgrade request that follows a plain request on a kept-alive connection (a proxy reusing
@@ -480,10 +523,16 @@ async fn upgrade_later(
         .extensions()
         .get::<RemoteAddr>()
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.0);
+    // The kept-alive HTTP connection's own place goes when hyper hands the socket over.
+    let guards = match admit_upgrade(&later.limits, remote, None, true) {
+        Ok(guards) => guards,
+        Err(refusal) => return refusal.response(),
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let acceptor = later.acceptor.clone();
     let opening = accepted.opening;
     later.acceptor.tracker.spawn(async move {
+        let _guards = guards;
         let upgraded = tokio::select! {
             () = acceptor.shared.shutdown.cancelled() => return,
             r = on_upgrade => match r {

@@ -22,7 +22,7 @@ pub const MAX_MAX_QUEUED_BYTES: usize = 1 << 30;
 pub const MAX_SECONDS: u64 = 24 * 60 * 60;
 /// Largest value of an abuse limit (README, "Abuse limits"): beyond any real need, and far
 /// from overflowing a counter.
-pub const MAX_LIMIT: usize = 1 << 30;
+pub(crate) const MAX_LIMIT: usize = 1 << 30;
 /// Largest count limit of the session API.
 pub const MAX_SESSION_LIMIT: usize = 1 << 20;
 /// Largest byte budget of the session API (1 TiB: beyond any host, short of overflow).
@@ -296,7 +296,10 @@ fn tls(config: &Config) -> Result<(), Invalid> {
 fn limits(config: &Config) -> Result<(), Invalid> {
     for (key, value) in [
         ("max_connections_per_ip", config.max_connections_per_ip),
-        ("upgrades_per_ip_per_minute", config.upgrades_per_ip_per_minute),
+        (
+            "upgrades_per_ip_per_minute",
+            config.upgrades_per_ip_per_minute,
+        ),
         ("http_requests_per_minute", config.http_requests_per_minute),
         ("messages_per_second", config.messages_per_second),
         ("message_burst", config.message_burst),
@@ -305,11 +308,17 @@ fn limits(config: &Config) -> Result<(), Invalid> {
         in_range(key, value as usize, 0, MAX_LIMIT, " (0 is no limit)")?;
     }
     if config.message_burst == 0 {
-        return fail("message_burst", "must be at least 1 (messages_per_second = 0 turns the limit off)");
+        return fail(
+            "message_burst",
+            "must be at least 1 (messages_per_second = 0 turns the limit off)",
+        );
     }
     let first = config.first_message_timeout;
     if !first.is_zero() && first < Duration::from_millis(100) {
-        return fail("first_message_timeout", "must be 0 (none) or at least 0.1 seconds");
+        return fail(
+            "first_message_timeout",
+            "must be 0 (none) or at least 0.1 seconds",
+        );
     }
     at_most_a_day("first_message_timeout", first)
 }

@@ -69,7 +69,17 @@ fn refusals_warn_on_the_first_second_fourth_and_eighth_of_a_window() {
         .collect();
     assert_eq!(
         warns,
-        [Some(1), Some(2), None, Some(4), None, None, None, Some(8), None]
+        [
+            Some(1),
+            Some(2),
+            None,
+            Some(4),
+            None,
+            None,
+            None,
+            Some(8),
+            None
+        ]
     );
     // A new window starts the count again.
     t.handle_rate(v4(1), Rate::Request, MINUTE).unwrap();
@@ -285,7 +295,10 @@ fn the_limit_keys_are_validated() {
         assert!(e.contains(key), "{e}");
     };
     bad(|c| c.message_burst = 0, "message_burst");
-    bad(|c| c.max_connections_per_ip = u32::MAX, "max_connections_per_ip");
+    bad(
+        |c| c.max_connections_per_ip = u32::MAX,
+        "max_connections_per_ip",
+    );
     bad(
         |c| c.first_message_timeout = Duration::from_millis(50),
         "first_message_timeout",
