@@ -17,6 +17,7 @@ mod handshake;
 mod hostile;
 mod ice_servers;
 mod legacy;
+mod limits;
 mod liveness;
 mod log_files;
 mod logging;
