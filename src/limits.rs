@@ -322,7 +322,7 @@ impl Table {
 /// The table's key for `ip`: [`address_key`] (IPv6 by /64, IPv4-mapped as IPv4) as 16 bytes.
 fn key(ip: IpAddr) -> u128 {
     match address_key(ip) {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped().to_bits()),
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
         IpAddr::V6(v6) => v6.to_bits(),
     }
 }

@@ -307,8 +307,10 @@ fn the_limit_keys_are_validated() {
         |c| c.sessions.max_streams_per_address = u32::MAX,
         "sessions.max_streams_per_address",
     );
-    let mut off = Config::default();
-    off.first_message_timeout = Duration::ZERO;
-    off.messages_per_second = 0;
+    let off = Config {
+        first_message_timeout: Duration::ZERO,
+        messages_per_second: 0,
+        ..Config::default()
+    };
     off.validate().unwrap();
 }
