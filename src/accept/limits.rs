@@ -296,7 +296,12 @@ impl Limits {
             } => LimitRefusal {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 reason: format!(
-                    "too many requests from this address; try again in {retry_after_s} s ({} = {limit})",
+                    "too many {} from this address; try again in {retry_after_s} s ({} = {limit})",
+                    match rate {
+                        Rate::Upgrade => "WebSocket upgrades",
+                        Rate::Request => "requests",
+                        Rate::Registration => "registrations",
+                    },
                     rate.key()
                 ),
                 retry_after_s: Some(retry_after_s),

@@ -335,3 +335,61 @@ async fn a_kept_alive_http_connection_that_never_upgrades_is_closed_after_handsh
         .expect("closed within the timeout");
     assert!(read.is_err() || rest.is_empty(), "{rest:?}");
 }
+
+#[tokio::test]
+async fn each_refusal_is_a_warning_naming_the_address_and_a_flood_of_them_costs_a_few_lines() {
+    let (_child, mut lines, streamer, player, _) = crate::binary::start_logged(&[
+        "--upgrades_per_ip_per_minute",
+        "1",
+        "--messages_per_second",
+        "1",
+        "--message_burst",
+        "1",
+    ])
+    .await;
+    let mut p = TestPeer::connect(player, "player").await;
+    p.expect_type("config").await;
+    for _ in 0..10 {
+        let refused = raw_upgrade(player, "").await.expect("a response");
+        assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    }
+    // The player's second message is over its bucket.
+    p.send_json(r#"{"type":"listStreamers"}"#).await;
+    p.send_json(r#"{"type":"listStreamers"}"#).await;
+    let (close, _) = p.expect_close_skipping_messages().await;
+    assert_eq!(close, (1008, "rate limit".to_owned()));
+    // A marker after them all.
+    let _s = TestPeer::connect(streamer, "streamer").await;
+    let mut refusals = Vec::new();
+    let mut rate_limited = Vec::new();
+    loop {
+        let line = crate::binary::next_line(&mut lines).await;
+        if line.contains("opened") && line.contains("role=streamer") {
+            break;
+        }
+        if line.contains("WARN") && line.contains("upgrades_per_ip_per_minute") {
+            refusals.push(line);
+        } else if line.contains("WARN") && line.contains("messages_per_second") {
+            rate_limited.push(line);
+        }
+    }
+    // The 1st, 2nd, 4th and 8th of the ten refusals; each names the address and the port.
+    assert_eq!(refusals.len(), 4, "{refusals:#?}");
+    for line in &refusals {
+        assert!(
+            line.contains("client=127.0.0.1") && line.contains("port=\"player\""),
+            "{line}"
+        );
+    }
+    assert!(
+        refusals[3].contains("8 refusals from this address"),
+        "{refusals:#?}"
+    );
+    // The rate-limited player's one warning carries its connection id.
+    assert_eq!(rate_limited.len(), 1, "{rate_limited:#?}");
+    assert!(
+        rate_limited[0].contains("conn{id=") && rate_limited[0].contains("role=player"),
+        "{}",
+        rate_limited[0]
+    );
+}
