@@ -98,8 +98,9 @@ pub(crate) fn sigterm(child: &tokio::process::Child) {
 }
 
 /// Flags that put every listener on a loopback ephemeral port, with no playerCount and no
-/// per-player message rate (tests flood on purpose; a later flag overrides it).
-pub(crate) const LOOPBACK: [&str; 12] = [
+/// per-player message rate (tests flood on purpose) nor first-message deadline; a later flag
+/// overrides them.
+pub(crate) const LOOPBACK: [&str; 14] = [
     "--bind_address",
     "127.0.0.1",
     "--streamer_port",
@@ -111,6 +112,8 @@ pub(crate) const LOOPBACK: [&str; 12] = [
     "--player_count",
     "false",
     "--messages_per_second",
+    "0",
+    "--first_message_timeout",
     "0",
 ];
 

@@ -34,7 +34,8 @@ pub(crate) const CONFIG: &str =
 pub(crate) const IDENTIFY: &str = r#"{"type":"identify"}"#;
 
 /// A config for tests: loopback, ephemeral ports, no playerCount (tests that want it turn it on),
-/// no per-player message rate (tests flood on purpose; `limits.rs` turns it on).
+/// no per-player message rate (tests flood on purpose) and no first-message deadline (a test's
+/// player may wait longer than it on a loaded machine); `limits.rs` turns both on.
 pub(crate) fn config() -> Config {
     Config {
         bind_address: Ipv4Addr::LOCALHOST.into(),
@@ -43,6 +44,7 @@ pub(crate) fn config() -> Config {
         sfu_port: 0,
         player_count: false,
         messages_per_second: 0,
+        first_message_timeout: std::time::Duration::ZERO,
         ..Config::default()
     }
 }
