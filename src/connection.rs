@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ConsoleMessages};
+use crate::limits::TokenBucket;
 use crate::logging::{MessageLog, WarnLimiter, peer_str, peer_str_bare};
 use crate::metrics::{self, Direction, Limit, Metrics, Negotiation};
 use crate::queue::{self, Lane};
@@ -41,6 +42,11 @@ pub struct ConnectionSettings {
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     pub console_messages: ConsoleMessages,
+    /// A player's token bucket (`messages_per_second`, `message_burst`); rate 0 is no limit.
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    /// Time a player has to send its first message; zero is none.
+    pub first_message_timeout: Duration,
 }
 
 impl ConnectionSettings {
@@ -52,6 +58,9 @@ impl ConnectionSettings {
             keepalive_interval: config.keepalive_interval,
             keepalive_timeout: config.keepalive_timeout,
             console_messages: config.console_messages,
+            messages_per_second: config.messages_per_second,
+            message_burst: config.message_burst,
+            first_message_timeout: config.first_message_timeout,
         }
     }
 
@@ -176,7 +185,17 @@ async fn serve<S>(
     );
 
     let timeout_enabled = !settings.keepalive_timeout.is_zero();
-    let mut deadline = Instant::now() + settings.keepalive_timeout;
+    let opened = Instant::now();
+    let mut deadline = opened + settings.keepalive_timeout;
+    // Abuse limits, players only: streamers and SFUs send an offer and candidates per player
+    // they serve, and UE 5.0/5.1 streamers and the UE 5.1 SFU send nothing until a player
+    // arrives (README, "Abuse limits").
+    let player = role == Role::Player;
+    let mut bucket = player
+        .then(|| TokenBucket::new(settings.messages_per_second, settings.message_burst, 0))
+        .flatten();
+    let mut first_deadline = (player && !settings.first_message_timeout.is_zero())
+        .then(|| opened + settings.first_message_timeout);
     let mut warned_binary = false;
     // Warnings this peer causes, under a budget (the first few, then a line now and then).
     let mut warnings = WarnLimiter::default();
@@ -194,15 +213,44 @@ async fn serve<S>(
             }
             deadline = Instant::now() + settings.keepalive_timeout;
         }
-        let expiry = sleep_until(deadline);
+        // One timer for both deadlines: whichever comes first.
+        let first_due = first_deadline.filter(|&first| !timeout_enabled || first <= deadline);
+        let expiry = sleep_until(first_due.unwrap_or(deadline));
         tokio::select! {
             biased;
             () = shared.shutdown.cancelled() => break End::Shutdown,
             code = &mut done_rx => break End::WriterDone(code.ok().flatten()),
-            () = expiry, if timeout_enabled => break End::Timeout,
+            () = expiry, if timeout_enabled || first_due.is_some() => {
+                if first_due.is_some() {
+                    warn!("no message within first_message_timeout; closing 1008");
+                    if let Some(c) = &counting {
+                        c.metrics.rate_limited(Limit::FirstMessageTimeout);
+                    }
+                    break End::Invalid(close::NO_FIRST_MESSAGE);
+                }
+                break End::Timeout;
+            }
             frame = stream.next() => {
+                let now = Instant::now();
                 if timeout_enabled {
-                    deadline = Instant::now() + settings.keepalive_timeout;
+                    deadline = now + settings.keepalive_timeout;
+                }
+                if let Some(Ok(Message::Text(_) | Message::Binary(_))) = &frame {
+                    first_deadline = None;
+                    if let Some(bucket) = &mut bucket {
+                        let now_ms = u64::try_from((now - opened).as_millis()).unwrap_or(u64::MAX);
+                        if !bucket.take(now_ms) {
+                            warn!(
+                                messages_per_second = settings.messages_per_second,
+                                message_burst = settings.message_burst,
+                                "messages faster than messages_per_second allows; closing 1008"
+                            );
+                            if let Some(c) = &counting {
+                                c.metrics.rate_limited(Limit::MessagesPerSecond);
+                            }
+                            break End::Invalid(close::RATE_LIMIT);
+                        }
+                    }
                 }
                 match frame {
                     None => break End::PeerClosed(None),

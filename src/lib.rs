@@ -24,6 +24,7 @@ pub mod connection;
 mod fd_limit;
 pub mod http;
 pub mod ice;
+pub(crate) mod limits;
 pub mod logging;
 pub(crate) mod matchmaker;
 pub(crate) mod metrics;

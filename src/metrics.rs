@@ -160,10 +160,24 @@ pub(crate) enum Limit {
     MaxQueuedEvents,
     MaxPeerEventBytes,
     MaxEventBytes,
+    /// The abuse limits (`src/limits.rs`): a connection closed unread or an upgrade refused
+    /// 429 beyond `max_connections_per_ip`; an upgrade, a request or a registration beyond its
+    /// per-minute rate (429); an upgrade beyond `max_streamers` (503); an event stream beyond
+    /// `max_streams_per_address` (429); a new address while the port's table is full (503); a
+    /// player closed 1008 by its message bucket or its first-message deadline.
+    MaxConnectionsPerIp,
+    UpgradesPerIpPerMinute,
+    HttpRequestsPerMinute,
+    RegistrationsPerMinute,
+    MaxStreamers,
+    MaxStreamsPerAddress,
+    AddressTable,
+    MessagesPerSecond,
+    FirstMessageTimeout,
 }
 
 impl Limit {
-    pub(crate) const ALL: [Self; 10] = [
+    pub(crate) const ALL: [Self; 19] = [
         Self::MaxMessageSize,
         Self::OverflowTimeout,
         Self::MaxPlayers,
@@ -174,6 +188,15 @@ impl Limit {
         Self::MaxQueuedEvents,
         Self::MaxPeerEventBytes,
         Self::MaxEventBytes,
+        Self::MaxConnectionsPerIp,
+        Self::UpgradesPerIpPerMinute,
+        Self::HttpRequestsPerMinute,
+        Self::RegistrationsPerMinute,
+        Self::MaxStreamers,
+        Self::MaxStreamsPerAddress,
+        Self::AddressTable,
+        Self::MessagesPerSecond,
+        Self::FirstMessageTimeout,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -188,6 +211,15 @@ impl Limit {
             Self::MaxQueuedEvents => "max_queued_events",
             Self::MaxPeerEventBytes => "max_peer_event_bytes",
             Self::MaxEventBytes => "max_event_bytes",
+            Self::MaxConnectionsPerIp => "max_connections_per_ip",
+            Self::UpgradesPerIpPerMinute => "upgrades_per_ip_per_minute",
+            Self::HttpRequestsPerMinute => "http_requests_per_minute",
+            Self::RegistrationsPerMinute => "registrations_per_minute",
+            Self::MaxStreamers => "max_streamers",
+            Self::MaxStreamsPerAddress => "max_streams_per_address",
+            Self::AddressTable => "address_table",
+            Self::MessagesPerSecond => "messages_per_second",
+            Self::FirstMessageTimeout => "first_message_timeout",
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::accept::limits::Limits as PortLimits;
 use crate::accept::{self, Acceptor, Port};
 use crate::auth::Gates;
 use crate::config::Config;
@@ -82,6 +83,8 @@ pub struct Server {
     hangups: Option<tokio::signal::unix::Signal>,
     /// Where a SIGHUP reads the configuration again (the binary's flags and files).
     reload_from: Option<ReloadFrom>,
+    /// The abuse limits' rate window: a minute ([`Server::set_limit_window`]).
+    limit_window: Duration,
 }
 
 /// The certificate of each port that has TLS.
@@ -291,6 +294,7 @@ impl Server {
             #[cfg(unix)]
             hangups,
             reload_from: None,
+            limit_window: Duration::from_secs(60),
         })
     }
 
@@ -300,6 +304,13 @@ impl Server {
     pub fn reload_from(mut self, from: ReloadFrom) -> Self {
         self.reload_from = Some(from);
         self
+    }
+
+    /// Shortens the window of the per-minute limits (`upgrades_per_ip_per_minute`, …), so that
+    /// tests see a window end without waiting a minute. Not a configuration key.
+    #[doc(hidden)]
+    pub fn set_limit_window(&mut self, window: Duration) {
+        self.limit_window = window;
     }
 
     fn addr(listener: &TcpListener) -> SocketAddr {
@@ -431,6 +442,15 @@ impl Server {
             next_conn: Arc::new(AtomicU64::new(1)),
         };
         let handshake_timeout = self.config.handshake_timeout;
+        let limits = crate::limits::Settings {
+            max_connections: self.config.max_connections_per_ip,
+            upgrades: self.config.upgrades_per_ip_per_minute,
+            requests: self.config.http_requests_per_minute,
+            registrations: self.config.sessions.registrations_per_minute,
+            max_streams: self.config.sessions.max_streams_per_address,
+            window_ms: u64::try_from(self.limit_window.as_millis()).unwrap_or(u64::MAX),
+        };
+        let limits_of = |name, max_streamers| PortLimits::new(name, limits, max_streamers);
         let public_player_port = self.public_player_port();
         let https_port = self.https_addr().map(|a| a.port());
         let acceptor_of =
@@ -443,7 +463,8 @@ impl Server {
                 acceptor_of(&self.tls.streamer),
                 handshake_timeout,
             )
-            .with_gate(self.gates.streamer.clone()),
+            .with_gate(self.gates.streamer.clone())
+            .with_limits(limits_of("streamer", self.config.max_streamers)),
             acceptor.clone(),
         ));
         tracker.spawn(accept::serve(
@@ -454,7 +475,8 @@ impl Server {
                 acceptor_of(&self.tls.sfu),
                 handshake_timeout,
             )
-            .with_gate(self.gates.sfu.clone()),
+            .with_gate(self.gates.sfu.clone())
+            .with_limits(limits_of("SFU", 0)),
             acceptor.clone(),
         ));
         if self.config.use_matchmaker {
@@ -507,6 +529,7 @@ impl Server {
             };
             let port = Port::new("player", Role::Player, None, handshake_timeout)
                 .with_gate(self.gates.player.clone())
+                .with_limits(limits_of("player", 0))
                 .with_http(
                     headers::layer(plain, &security, false),
                     write_timeout,
@@ -524,6 +547,7 @@ impl Server {
                 handshake_timeout,
             )
             .with_gate(self.gates.player.clone())
+            .with_limits(limits_of("HTTPS", 0))
             .with_http(
                 headers::layer(app, &security, true),
                 write_timeout,

@@ -38,6 +38,16 @@ pub const ID_NOT_ALLOWED: Close = Close {
     code: 1008,
     reason: "streamer id not allowed for this token",
 };
+/// A player sent more messages than `messages_per_second` and `message_burst` allow.
+pub const RATE_LIMIT: Close = Close {
+    code: 1008,
+    reason: "rate limit",
+};
+/// A player sent nothing within `first_message_timeout` of its upgrade.
+pub const NO_FIRST_MESSAGE: Close = Close {
+    code: 1008,
+    reason: "no message within first_message_timeout",
+};
 /// A message above `max_message_size`.
 pub const MESSAGE_TOO_BIG: Close = Close {
     code: 1009,

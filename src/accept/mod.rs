@@ -5,6 +5,7 @@
 //! request on a kept-alive connection passes the same checks ([`upgrade_later`]).
 
 pub(crate) mod handshake;
+pub(crate) mod limits;
 mod stream;
 mod write_timeout;
 
@@ -29,6 +30,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use self::handshake::{Head, Policy, Refusal, Verdict};
+use self::limits::{Guards, LimitRefusal, Limits, PortLimits, admit_upgrade};
 use self::stream::{Rewind, Stream};
 use self::write_timeout::WriteTimeout;
 use crate::auth::{Gate, LiveGate};
@@ -75,6 +77,8 @@ pub(crate) struct Port {
     pub(crate) hops: u32,
     /// What an upgrade must present (tokens, JWTs); swapped whole on reload. Never logged.
     pub(crate) gate: LiveGate,
+    /// The abuse limits of this port ([`limits`]).
+    pub(crate) limits: Arc<Limits>,
     /// Refusals logged as warnings at most once a second per port (the second of the last).
     refusal_warned: AtomicU64,
     started: Instant,
@@ -104,6 +108,7 @@ impl Port {
             handshake_timeout,
             hops: 0,
             gate: LiveGate::default(),
+            limits: Limits::off(name),
             refusal_warned: AtomicU64::new(u64::MAX),
             started: Instant::now(),
         }
@@ -113,6 +118,13 @@ impl Port {
     /// Set before [`Port::with_http`], which hands it to upgrades after HTTP requests.
     pub(crate) fn with_gate(mut self, gate: LiveGate) -> Self {
         self.gate = gate;
+        self
+    }
+
+    /// This port's abuse limits. Set before [`Port::with_http`], which hands them to upgrades
+    /// after HTTP requests.
+    pub(crate) fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -129,6 +141,7 @@ impl Port {
             acceptor: acceptor.clone(),
             origins: origins.clone(),
             gate: self.gate.clone(),
+            limits: self.limits.clone(),
         });
         let app = app.layer(axum::middleware::from_fn_with_state(later, upgrade_later));
         self.http = Some(Http { app, write_timeout });
@@ -205,6 +218,20 @@ enum Opened {
 /// One connection, from its TCP socket to its end. Every connection's task keeps this
 /// function's arguments for its whole life: they are kept small (one Arc for the port).
 async fn serve_socket(tcp: TcpStream, remote: SocketAddr, port: Arc<Port>, acceptor: Acceptor) {
+    // Without a trusted proxy the socket's address is the client's: count the connection now,
+    // and close it unread when over the limit (so sockets waiting for a head are bounded too).
+    // Behind a proxy the client is known only from the head.
+    let held = if port.hops == 0 {
+        match port.limits.connection(remote.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                count_limit(&acceptor, &refusal);
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let mut head = Vec::new();
     let opened = tokio::select! {
         () = acceptor.shared.shutdown.cancelled() => return,
@@ -234,6 +261,14 @@ async fn serve_socket(tcp: TcpStream, remote: SocketAddr, port: Arc<Port>, accep
             verdict: Verdict::Upgrade(accepted),
         } => {
             let remote = upgrade_client(port.hops, remote, head.get(..len).unwrap_or(&head));
+            let guards = match admit_upgrade(&port.limits, remote, held, port.hops > 0) {
+                Ok(guards) => guards,
+                Err(refusal) => {
+                    count_limit(&acceptor, &refusal);
+                    refuse_limit(&mut stream, &refusal).await;
+                    return;
+                }
+            };
             if let Err(e) = stream.write_all(accepted.response().as_bytes()).await {
                 debug!(%remote, port = port.name, "upgrade failed: {e}");
                 return;
@@ -250,6 +285,7 @@ async fn serve_socket(tcp: TcpStream, remote: SocketAddr, port: Arc<Port>, accep
                 accepted.opening,
                 remote,
                 acceptor,
+                guards,
             ));
         }
         Head::Complete {
@@ -327,6 +363,20 @@ fn count_refusal(acceptor: &Acceptor, role: Role, refusal: &Refusal) {
     }
 }
 
+/// Counts a refusal by an abuse limit that no HTTP response carries to the metrics (responses
+/// carry their [`crate::metrics::Limit`] and are counted where they are written).
+fn count_limit(acceptor: &Acceptor, refusal: &LimitRefusal) {
+    if let Some(metrics) = &acceptor.shared.metrics {
+        metrics.rate_limited(refusal.limit);
+    }
+}
+
+/// Answers a request refused by a limit and closes the connection.
+async fn refuse_limit(stream: &mut Stream, refusal: &LimitRefusal) {
+    let _ = stream.write_all(refusal.raw_response().as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
 /// Answers a refused request and closes the connection.
 async fn refuse(stream: &mut Stream, refusal: &Refusal) {
     let _ = stream.write_all(refusal.response().as_bytes()).await;
@@ -342,9 +392,11 @@ fn start(
     opening: Opening,
     remote: SocketAddr,
     acceptor: Acceptor,
+    guards: Guards,
 ) -> impl Future<Output = ()> + Send {
     let config = acceptor.shared.settings.websocket_config();
     async move {
+        let _guards = guards;
         let ws = WebSocketStream::from_raw_socket(
             Reframe::frames(stream, early_frames),
             WsRole::Server,
@@ -405,6 +457,7 @@ async fn serve_http<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let hops = port.hops;
+    let limits = port.limits.clone();
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let client = if hops == 0 {
@@ -425,6 +478,7 @@ async fn serve_http<S>(
                 )
             };
             request.extensions_mut().insert(RemoteAddr(client));
+            request.extensions_mut().insert(PortLimits(limits.clone()));
             let response = app.clone().oneshot(request.map(Body::new));
             let metrics = metrics.clone();
             async move {
@@ -454,6 +508,7 @@ struct Later {
     acceptor: Acceptor,
     origins: Vec<String>,
     gate: LiveGate,
+    limits: Arc<Limits>,
 }
 
 /// An upgrade request that follows a plain request on a kept-alive connection (a proxy reusing
@@ -503,10 +558,16 @@ async fn upgrade_later(
         .extensions()
         .get::<RemoteAddr>()
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.0);
+    // The kept-alive HTTP connection's own place goes when hyper hands the socket over.
+    let guards = match admit_upgrade(&later.limits, remote, None, true) {
+        Ok(guards) => guards,
+        Err(refusal) => return refusal.response(),
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let acceptor = later.acceptor.clone();
     let opening = accepted.opening;
     later.acceptor.tracker.spawn(async move {
+        let _guards = guards;
         let upgraded = tokio::select! {
             () = acceptor.shared.shutdown.cancelled() => return,
             r = on_upgrade => match r {

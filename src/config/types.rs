@@ -293,6 +293,21 @@ keys! {
         #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
         handshake_timeout: Duration ["SECONDS"]
             "Seconds a new connection has for its TLS handshake and request head",
+        max_connections_per_ip: u32 ["N"]
+            "Open connections per client address on each port; one more is refused (0 is no limit)",
+        upgrades_per_ip_per_minute: u32 ["N"]
+            "WebSocket upgrades per client address per minute on each port; over it 429 (0 is no limit)",
+        http_requests_per_minute: u32 ["N"]
+            "Plain HTTP requests per client address per minute on the player ports; over it 429 (0 is no limit)",
+        messages_per_second: u32 ["N"]
+            "Messages per second a player may send on average; over it closes 1008 (0 is no limit)",
+        message_burst: u32 ["N"]
+            "Messages a player may send at once before messages_per_second applies",
+        max_streamers: u32 ["N"]
+            "Streamer connections at once; one more is answered 503 before the upgrade (0 is no limit)",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        first_message_timeout: Duration ["SECONDS"]
+            "Seconds a player has after the upgrade to send a message, else closed 1008; 0 is none",
     }
     sections {
         sessions: SessionsConfig = "sessions",
@@ -307,6 +322,10 @@ keys! {
             "Most sessions at once; one more answers 429",
         max_sessions_per_address: usize ["N"]
             "Most sessions one client address may have created and not yet ended; 0 is no limit",
+        registrations_per_minute: u32 ["N"]
+            "Registrations (POST /register) per client address per minute; over it 429 (0 is no limit)",
+        max_streams_per_address: u32 ["N"]
+            "Open event streams per client address; one more answers 429 (0 is no limit)",
         max_peers_per_session: usize ["N"]
             "Most peers in one session; one more answers 429",
         max_queued_events: usize ["N"]

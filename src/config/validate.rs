@@ -20,6 +20,9 @@ pub const MAX_MAX_QUEUED_BYTES: usize = 1 << 30;
 /// Longest accepted interval or timeout: 24 h. Longer is "off" in practice (use 0 for that), and
 /// absurd values would overflow `Instant` arithmetic in the timers.
 pub const MAX_SECONDS: u64 = 24 * 60 * 60;
+/// Largest value of an abuse limit (README, "Abuse limits"): beyond any real need, and far
+/// from overflowing a counter.
+pub(crate) const MAX_LIMIT: usize = 1 << 30;
 /// Largest count limit of the session API.
 pub const MAX_SESSION_LIMIT: usize = 1 << 20;
 /// Largest byte budget of the session API (1 TiB: beyond any host, short of overflow).
@@ -195,6 +198,20 @@ fn sessions(s: &SessionsConfig) -> Result<(), Invalid> {
         MAX_SESSION_LIMIT,
         " (0 is no limit)",
     )?;
+    in_range(
+        "sessions.registrations_per_minute",
+        s.registrations_per_minute as usize,
+        0,
+        MAX_LIMIT,
+        " (0 is no limit)",
+    )?;
+    in_range(
+        "sessions.max_streams_per_address",
+        s.max_streams_per_address as usize,
+        0,
+        MAX_LIMIT,
+        " (0 is no limit)",
+    )?;
     // The largest message must fit a peer's empty log beside the reserve for `peer-left`s.
     let least_peer_bytes = s
         .max_body_bytes
@@ -295,7 +312,40 @@ fn tls(config: &Config) -> Result<(), Invalid> {
         return fail("handshake_timeout", "must be at least 0.1 seconds");
     }
     at_most_a_day("handshake_timeout", config.handshake_timeout)?;
+    limits(config)?;
     origins("player_allowed_origins", &config.player_allowed_origins)
+}
+
+/// The abuse limits: counts up to [`MAX_LIMIT`] (0 is no limit), a burst of at least 1, and a
+/// first-message timeout of 0 or from 0.1 s to a day.
+fn limits(config: &Config) -> Result<(), Invalid> {
+    for (key, value) in [
+        ("max_connections_per_ip", config.max_connections_per_ip),
+        (
+            "upgrades_per_ip_per_minute",
+            config.upgrades_per_ip_per_minute,
+        ),
+        ("http_requests_per_minute", config.http_requests_per_minute),
+        ("messages_per_second", config.messages_per_second),
+        ("message_burst", config.message_burst),
+        ("max_streamers", config.max_streamers),
+    ] {
+        in_range(key, value as usize, 0, MAX_LIMIT, " (0 is no limit)")?;
+    }
+    if config.message_burst == 0 {
+        return fail(
+            "message_burst",
+            "must be at least 1 (messages_per_second = 0 turns the limit off)",
+        );
+    }
+    let first = config.first_message_timeout;
+    if !first.is_zero() && first < Duration::from_millis(100) {
+        return fail(
+            "first_message_timeout",
+            "must be 0 (none) or at least 0.1 seconds",
+        );
+    }
+    at_most_a_day("first_message_timeout", first)
 }
 
 /// A CORS origin list: `["*"]`, or origins written `scheme://host[:port]`.

@@ -55,6 +55,9 @@ pub fn routes(api: Api) -> axum::Router {
         )
         .route("/events/{session}/{peer}", get(events))
         .route("/message/{session}/{peer}", post(message))
+        .layer(axum::middleware::from_fn(
+            crate::accept::limits::count_session,
+        ))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .with_state(api);
     match cors(&settings.cors_origins) {

@@ -105,7 +105,10 @@ pub fn app(
         )
         .merge(rest::routes(rest))
         .merge(pages::routes(site.pages))
-        .fallback(move |request: Request| pages::static_files_or_player(files.clone(), request));
+        .fallback(move |request: Request| pages::static_files_or_player(files.clone(), request))
+        .layer(axum::middleware::from_fn(
+            crate::accept::limits::count_request,
+        ));
     if let Some(cors) = &site.cors {
         web = web.layer(cors.clone());
     }

@@ -97,8 +97,10 @@ pub(crate) fn sigterm(child: &tokio::process::Child) {
     assert!(status.success());
 }
 
-/// Flags that put every listener on a loopback ephemeral port, with no playerCount.
-pub(crate) const LOOPBACK: [&str; 10] = [
+/// Flags that put every listener on a loopback ephemeral port, with no playerCount and no
+/// per-player message rate (tests flood on purpose) nor first-message deadline; a later flag
+/// overrides them.
+pub(crate) const LOOPBACK: [&str; 14] = [
     "--bind_address",
     "127.0.0.1",
     "--streamer_port",
@@ -109,6 +111,10 @@ pub(crate) const LOOPBACK: [&str; 10] = [
     "0",
     "--player_count",
     "false",
+    "--messages_per_second",
+    "0",
+    "--first_message_timeout",
+    "0",
 ];
 
 pub(crate) async fn next_line(lines: &mut Lines) -> String {

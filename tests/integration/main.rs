@@ -19,6 +19,7 @@ mod hostile;
 mod ice_servers;
 mod jwt;
 mod legacy;
+mod limits;
 mod liveness;
 mod log_files;
 mod logging;

@@ -281,6 +281,60 @@ async fn limits_that_refuse_are_counted_by_their_key() {
     );
 }
 
+/// The abuse limits of `src/limits.rs` count by their key too: an upgrade refused 429 on a
+/// connection's first request, a plain request refused 429 by hyper's side, a player closed
+/// 1008 by its message bucket, a streamer refused 503.
+#[tokio::test]
+async fn abuse_limits_that_refuse_are_counted_by_their_key() {
+    let mut cfg = config();
+    cfg.upgrades_per_ip_per_minute = 2;
+    cfg.http_requests_per_minute = 1;
+    cfg.messages_per_second = 1;
+    cfg.message_burst = 2;
+    cfg.max_streamers = 1;
+    let server = TestServer::start(cfg).await;
+    let series = |limit: &str| format!(r#"signalling_rate_limited_total{{limit="{limit}"}}"#);
+
+    // Two upgrades pass; the third from the same address in the minute gets 429.
+    let mut flooder = server.player().await;
+    let _second = server.player().await;
+    let mut tcp = TcpStream::connect(server.player).await.expect("connect");
+    tcp.write_all(format!("GET / HTTP/1.1\r\n{UPGRADE}\r\n").as_bytes())
+        .await
+        .expect("send");
+    let response = read_response(&mut tcp).await;
+    assert!(response.starts_with("HTTP/1.1 429 "), "{response}");
+
+    // Three messages against a burst of two: closed 1008 "rate limit".
+    for _ in 0..3 {
+        flooder.send_json(r#"{"type":"listStreamers"}"#).await;
+    }
+    let ((code, reason), _) = flooder.expect_close_skipping_messages().await;
+    assert_eq!((code, reason.as_str()), (1008, "rate limit"));
+
+    // One streamer is all max_streamers allows: the second gets 503 before the upgrade.
+    let _streamer = server.streamer("S").await;
+    let mut tcp = TcpStream::connect(server.streamer).await.expect("connect");
+    tcp.write_all(format!("GET / HTTP/1.1\r\n{UPGRADE}\r\n").as_bytes())
+        .await
+        .expect("send");
+    let response = read_response(&mut tcp).await;
+    assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
+
+    // One page a minute: the second GET / is refused 429 (the scrape itself is not counted).
+    let page = format!("http://{}/", server.player);
+    assert_eq!(get(&page, None).await.0, 200);
+    assert_eq!(get(&page, None).await.0, 429);
+    let samples = scrape_until(server.player, |s| {
+        s.0.get(&series("http_requests_per_minute")) == Some(&1.0)
+    })
+    .await;
+    assert_eq!(samples.get(&series("upgrades_per_ip_per_minute")), 1.0);
+    assert_eq!(samples.get(&series("max_streamers")), 1.0);
+    assert_eq!(samples.get(&series("messages_per_second")), 1.0);
+    assert_eq!(samples.get(&series("first_message_timeout")), 0.0);
+}
+
 #[tokio::test]
 async fn the_session_apis_429s_and_gauges_show() {
     let mut cfg = config();

@@ -474,7 +474,7 @@ async fn memory_stays_within_the_budget_when_sessions_fill_it() {
     // one.
     let server = ServerProcess::start(
         "memory-table",
-        "[sessions]\nmax_event_bytes = 8388608\nmax_sessions = 100000\nmax_sessions_per_address = 0\n",
+        "[sessions]\nmax_event_bytes = 8388608\nmax_sessions = 100000\nmax_sessions_per_address = 0\nregistrations_per_minute = 0\n",
     )
     .await;
     let api = server.api();

@@ -33,7 +33,9 @@ pub(crate) const CONFIG: &str =
     r#"{"type":"config","peerConnectionOptions":{},"protocolVersion":"1.3.0"}"#;
 pub(crate) const IDENTIFY: &str = r#"{"type":"identify"}"#;
 
-/// A config for tests: loopback, ephemeral ports, no playerCount (tests that want it turn it on).
+/// A config for tests: loopback, ephemeral ports, no playerCount (tests that want it turn it on),
+/// no per-player message rate (tests flood on purpose) and no first-message deadline (a test's
+/// player may wait longer than it on a loaded machine); `limits.rs` turns both on.
 pub(crate) fn config() -> Config {
     Config {
         bind_address: Ipv4Addr::LOCALHOST.into(),
@@ -41,6 +43,8 @@ pub(crate) fn config() -> Config {
         player_port: 0,
         sfu_port: 0,
         player_count: false,
+        messages_per_second: 0,
+        first_message_timeout: std::time::Duration::ZERO,
         ..Config::default()
     }
 }
@@ -57,8 +61,14 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     pub(crate) async fn start(config: Config) -> Self {
+        Self::start_with(config, |_| {}).await
+    }
+
+    /// Starts a server after `prepare` has set what no key sets (the limits' window).
+    pub(crate) async fn start_with(config: Config, prepare: impl FnOnce(&mut Server)) -> Self {
         let player_count = config.player_count;
-        let server = Server::bind(config).await.expect("bind the test server");
+        let mut server = Server::bind(config).await.expect("bind the test server");
+        prepare(&mut server);
         let (streamer, player, sfu) = (
             server.streamer_addr(),
             server.player_addr(),
