@@ -30,9 +30,12 @@ pub fn message(data: &[u8]) {
         Ok(&relay),
         "Inbound and Relay disagree"
     );
-    let original = serde_json::from_str::<serde_json::Value>(text).ok();
-    let kept = serde_json::from_str::<serde_json::Value>(relay.as_str()).ok();
-    assert_eq!(original, kept, "the relay changed what {text:?} means");
+    // serde_json refuses numbers beyond f64 (JSON.parse makes them Infinity), so an input it
+    // refuses may still be kept: a repeated key's earlier value is dropped, as JSON.parse does.
+    if let Ok(original) = serde_json::from_str::<serde_json::Value>(text) {
+        let kept = serde_json::from_str::<serde_json::Value>(relay.as_str()).ok();
+        assert_eq!(Some(original), kept, "the relay changed what {text:?} means");
+    }
     // Compacting is idempotent: what the server sends, read again, is sent the same.
     assert_eq!(
         Relay::parse(relay.as_str())
