@@ -69,7 +69,7 @@ pub(crate) enum Value {
     Float(f64),
     Null,
     Bool(bool),
-    Array(Vec<Value>),
+    Array(Vec<Self>),
 }
 
 impl Value {

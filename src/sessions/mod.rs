@@ -458,6 +458,7 @@ impl Sessions {
                 });
             }
             self.server_fits(session_reserve(1))?;
+            self.make_server_room(session_reserve(1));
             *self.per_address.entry(creator).or_default() += 1;
             self.reserved_bytes += session_reserve(1);
             self.sessions.insert(

@@ -854,6 +854,45 @@ fn a_new_session_needs_room_for_its_entry_in_the_server_budget() {
     reg(&mut s, "s2", "a").unwrap();
 }
 
+/// Found by the `sessions` fuzz target: creating a session added its reserve without trimming
+/// replay windows first, so delivered events kept for replay took the server past
+/// `max_event_bytes`.
+#[test]
+fn a_new_session_trims_replay_windows_to_stay_within_max_event_bytes() {
+    let limits = Limits {
+        max_sessions: 3,
+        max_sessions_per_address: 0,
+        max_peers_per_session: 4,
+        max_queued_events: 4,
+        max_peer_event_bytes: 4003,
+        max_event_bytes: 5288,
+        stream_window_bytes: 1286,
+        idle_timeout_ms: 0,
+    };
+    let mut s = Sessions::new(limits.clone());
+    reg(&mut s, "s1", "b").unwrap();
+    let payload = text(1494);
+    s.handle_message("s1", "b", "b", "m", Some(&payload), 0)
+        .unwrap();
+    s.handle_message("s1", "b", "b", "m", Some(&payload), 0)
+        .unwrap();
+    // The first stream is handed the first event; the second counts it delivered (kept for
+    // replay) and is handed the other.
+    s.handle_open_stream("s1", "b", None, 0).unwrap();
+    s.handle_open_stream("s1", "b", None, 0).unwrap();
+    while s.poll_output().is_some() {}
+    assert!(s.replay_bytes > 0);
+    reg(&mut s, "s0", "a").unwrap();
+    assert!(
+        s.event_bytes + s.reserved_bytes <= limits.max_event_bytes,
+        "{} event bytes and {} reserved over {}",
+        s.event_bytes,
+        s.reserved_bytes,
+        limits.max_event_bytes
+    );
+    assert_eq!(s.session_count(), 2);
+}
+
 mod properties {
     use proptest::prelude::*;
 
