@@ -34,7 +34,11 @@ pub fn message(data: &[u8]) {
     // refuses may still be kept: a repeated key's earlier value is dropped, as JSON.parse does.
     if let Ok(original) = serde_json::from_str::<serde_json::Value>(text) {
         let kept = serde_json::from_str::<serde_json::Value>(relay.as_str()).ok();
-        assert_eq!(Some(original), kept, "the relay changed what {text:?} means");
+        assert_eq!(
+            Some(original),
+            kept,
+            "the relay changed what {text:?} means"
+        );
     }
     // Compacting is idempotent: what the server sends, read again, is sent the same.
     assert_eq!(
