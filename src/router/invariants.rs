@@ -11,41 +11,42 @@ use super::{ConnId, Opening, Output, Role, Router, RouterConfig, SubState};
 use crate::config::PlayerIdStyle;
 
 /// One input to the router. Connections are named by their index among those opened so far
-/// (modulo their number), ids by their index in [`IDS`], player ids by a number (see `pid`).
+/// (modulo their number), ids by their index in [`IDS`], player ids by a number (see `pid`);
+/// one byte each, so that the fuzzer's mutations of a byte land on another valid name.
 #[derive(Debug, Clone)]
 #[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
 pub(crate) enum Op {
     /// A connection on the port of this role; with `?OfferToReceive` if true.
     Open(Role, bool),
-    EndpointId(usize, usize),
-    Subscribe(usize, usize),
-    Unsubscribe(usize),
+    EndpointId(u8, u8),
+    Subscribe(u8, u8),
+    Unsubscribe(u8),
     /// F2 from a player (may auto-subscribe).
-    PlayerOffer(usize),
+    PlayerOffer(u8),
     /// F1/F3 from an entry to a player id.
-    EntryOffer(usize, usize),
+    EntryOffer(u8, u8),
     /// F4 from an SFU (or anyone).
-    Answer(usize),
-    DisconnectPlayer(usize, usize),
-    StartStreaming(usize),
-    StopStreaming(usize),
-    Pong(usize),
-    Close(usize),
+    Answer(u8),
+    DisconnectPlayer(u8, u8),
+    StartStreaming(u8),
+    StopStreaming(u8),
+    Pong(u8),
+    Close(u8),
     /// Time passes by this many milliseconds, then the protocol-ping timer fires.
     Tick(u16),
     /// The `playerCount` timer fires (`player_count_updates`).
     CountTick,
     /// A message of any type (by index in [`TYPES`]) with any routing fields.
-    Message(usize, Fields),
+    Message(u8, Fields),
     /// Any text, parsed as a connection task does; what does not parse is dropped there.
-    Text(usize, String),
+    Text(u8, String),
 }
 
 /// The fields the router reads, each present or not, of any JSON shape.
 #[derive(Debug, Clone, Default)]
 #[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
 pub(crate) struct Fields {
-    pub(crate) ty: usize,
+    pub(crate) ty: u8,
     pub(crate) player_id: Value,
     /// `id`, `streamerId` and `reason`.
     pub(crate) id: Value,
@@ -61,9 +62,9 @@ pub(crate) enum Value {
     #[default]
     Absent,
     /// A player id the router may have given (see `pid`), as a string.
-    Player(usize),
+    Player(u8),
     /// One of [`IDS`].
-    Id(usize),
+    Id(u8),
     String(String),
     Number(i64),
     Float(f64),
@@ -77,7 +78,7 @@ impl Value {
         Some(match self {
             Self::Absent => return None,
             Self::Player(k) => pid(*k, numeric).into(),
-            Self::Id(i) => IDS[i % IDS.len()].into(),
+            Self::Id(i) => IDS[usize::from(*i) % IDS.len()].into(),
             Self::String(s) => s.as_str().into(),
             Self::Number(n) => (*n).into(),
             Self::Float(f) => (*f).into(),
@@ -94,7 +95,8 @@ impl Value {
 }
 
 /// Streamer and SFU ids asked for and subscribed to.
-pub(crate) const IDS: [&str; 6] = ["A", "B", "A1", "SFU", "", "Nope"];
+/// `UnknownStreamer` is what an entry is called until it sends `endpointId`.
+pub(crate) const IDS: [&str; 7] = ["A", "B", "A1", "SFU", "", "Nope", "UnknownStreamer"];
 
 /// Every message type a peer might send: the ones the server reads, the ones only it sends, and
 /// one it does not know.
@@ -136,7 +138,7 @@ pub(crate) struct Settings {
 }
 
 /// Player id number `k` as the router names it in `style`: `Player{k}`, or `{k+1}`.
-fn pid(k: usize, numeric: bool) -> String {
+fn pid(k: u8, numeric: bool) -> String {
     if numeric {
         format!("{}", k / 2 + 1)
     } else {
@@ -269,7 +271,7 @@ fn check_tables(r: &Router, m: &Model, settings: &Settings) -> Result<(), String
 /// A message of type `fields.ty` with the fields it asks for, as JSON text.
 fn message_text(f: &Fields, numeric: bool) -> String {
     let mut m = serde_json::Map::new();
-    m.insert("type".into(), TYPES[f.ty % TYPES.len()].into());
+    m.insert("type".into(), TYPES[usize::from(f.ty) % TYPES.len()].into());
     let id = f.id.json(numeric);
     for (key, value) in [
         ("playerId", f.player_id.json(numeric)),
@@ -302,7 +304,7 @@ pub(crate) fn run_ops(ops: &[Op], settings: &Settings) -> Result<(), String> {
     });
     let numeric = settings.numeric;
     // Numbers too, in numeric style: PS1 sends them.
-    let pid_json = |k: usize| -> String {
+    let pid_json = |k: u8| -> String {
         if numeric && k % 2 == 0 {
             pid(k, true)
         } else {
@@ -316,11 +318,11 @@ pub(crate) fn run_ops(ops: &[Op], settings: &Settings) -> Result<(), String> {
             Op::Open(..) | Op::Tick(_) | Op::CountTick | Op::Close(_) => None,
             Op::EndpointId(_, i) => Some(format!(
                 r#"{{"type":"endpointId","id":"{}"}}"#,
-                IDS[i % IDS.len()]
+                IDS[usize::from(*i) % IDS.len()]
             )),
             Op::Subscribe(_, i) => Some(format!(
                 r#"{{"type":"subscribe","streamerId":"{}"}}"#,
-                IDS[i % IDS.len()]
+                IDS[usize::from(*i) % IDS.len()]
             )),
             Op::Unsubscribe(_) => Some(r#"{"type":"unsubscribe"}"#.to_owned()),
             Op::PlayerOffer(_) => Some(r#"{"type":"offer","sdp":"s"}"#.to_owned()),
@@ -353,7 +355,7 @@ pub(crate) fn run_ops(ops: &[Op], settings: &Settings) -> Result<(), String> {
             | Op::Pong(c)
             | Op::Close(c)
             | Op::Message(c, _)
-            | Op::Text(c, _) => match m.opened.get(c % m.opened.len().max(1)) {
+            | Op::Text(c, _) => match m.opened.get(usize::from(*c) % m.opened.len().max(1)) {
                 Some(&conn) => Some(conn),
                 None => continue,
             },

@@ -2151,11 +2151,12 @@ use super::invariants::{Fields, IDS, Op, Settings, Value, run_ops};
 
 fn op() -> impl Strategy<Value = Op> {
     let role = prop_oneof![Just(Role::Streamer), Just(Role::Player), Just(Role::Sfu)];
-    let c = 0usize..64;
+    let c = 0u8..64;
+    let ids = 0..IDS.len() as u8;
     let leaf = prop_oneof![
         Just(Value::Absent),
-        (0usize..10).prop_map(Value::Player),
-        (0..IDS.len()).prop_map(Value::Id),
+        (0u8..10).prop_map(Value::Player),
+        ids.clone().prop_map(Value::Id),
         ".{0,4}".prop_map(Value::String),
         (-2i64..12).prop_map(Value::Number),
         (-1.5f64..12.5).prop_map(Value::Float),
@@ -2166,29 +2167,24 @@ fn op() -> impl Strategy<Value = Op> {
         4 => leaf.clone(),
         1 => prop::collection::vec(leaf, 0..3).prop_map(Value::Array),
     ];
-    let fields = (
-        0usize..24,
-        value.clone(),
-        value.clone(),
-        value.clone(),
-        value,
-    )
-        .prop_map(|(ty, player_id, id, time, extra)| Fields {
+    let fields = (0u8..24, value.clone(), value.clone(), value.clone(), value).prop_map(
+        |(ty, player_id, id, time, extra)| Fields {
             ty,
             player_id,
             id,
             time,
             extra,
-        });
+        },
+    );
     prop_oneof![
         4 => (role, any::<bool>()).prop_map(|(r, o)| Op::Open(r, o)),
-        2 => (c.clone(), 0..IDS.len()).prop_map(|(c, i)| Op::EndpointId(c, i)),
-        4 => (c.clone(), 0..IDS.len()).prop_map(|(c, i)| Op::Subscribe(c, i)),
+        2 => (c.clone(), ids.clone()).prop_map(|(c, i)| Op::EndpointId(c, i)),
+        4 => (c.clone(), ids).prop_map(|(c, i)| Op::Subscribe(c, i)),
         1 => c.clone().prop_map(Op::Unsubscribe),
         2 => c.clone().prop_map(Op::PlayerOffer),
-        1 => (c.clone(), 0usize..10).prop_map(|(c, p)| Op::EntryOffer(c, p)),
+        1 => (c.clone(), 0u8..10).prop_map(|(c, p)| Op::EntryOffer(c, p)),
         1 => c.clone().prop_map(Op::Answer),
-        2 => (c.clone(), 0usize..10).prop_map(|(c, p)| Op::DisconnectPlayer(c, p)),
+        2 => (c.clone(), 0u8..10).prop_map(|(c, p)| Op::DisconnectPlayer(c, p)),
         1 => c.clone().prop_map(Op::StartStreaming),
         1 => c.clone().prop_map(Op::StopStreaming),
         2 => c.clone().prop_map(Op::Pong),
