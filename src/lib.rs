@@ -15,13 +15,19 @@
 //! - [`config`] layers the embedded `signalling.toml`, a config file (TOML, or Wilbur's or
 //!   Cirrus's JSON) and flags, every key declared once.
 //! - `matchmaker` reports to Epic's Matchmaker as Cirrus did, when asked to.
+//! - `fuzzing` (only in cargo-fuzz builds, `--cfg fuzzing`) is what the targets in `fuzz/` call.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(any(test, fuzzing))]
+#[macro_use]
+mod check;
 pub mod accept;
 mod auth;
 pub mod config;
 pub mod connection;
 mod fd_limit;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod http;
 pub mod ice;
 pub(crate) mod limits;

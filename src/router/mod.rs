@@ -7,6 +7,8 @@ pub mod flow;
 #[cfg(test)]
 mod flow_tests;
 mod forward;
+#[cfg(any(test, fuzzing))]
+pub(crate) mod invariants;
 mod registry;
 pub mod snapshot;
 #[cfg(test)]
@@ -50,6 +52,7 @@ impl fmt::Display for ConnId {
 
 /// Which port a connection arrived on; it fixes what the connection may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
 pub enum Role {
     Streamer,
     Player,

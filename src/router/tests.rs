@@ -2,8 +2,6 @@
 //! inputs to the [`Router`] and the tests compare its outputs, in order, with the exact texts
 //! and close codes the protocol prescribes.
 
-use std::collections::BTreeSet;
-
 use proptest::prelude::*;
 use protocol::Inbound;
 use serde_json::value::RawValue;
@@ -2186,247 +2184,53 @@ fn no_pong_by_next_tick_drops_the_player_and_tells_its_streamer() {
 // Property: the playerConnected/playerDisconnected invariant and table consistency
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-enum Op {
-    Open(Role),
-    EndpointId(usize, usize),
-    Subscribe(usize, usize),
-    Unsubscribe(usize),
-    /// F2 from a player (may auto-subscribe).
-    PlayerOffer(usize),
-    /// F1/F3 from an entry to a player id.
-    EntryOffer(usize, usize),
-    /// F4 from an SFU (or anyone).
-    Answer(usize),
-    DisconnectPlayer(usize, usize),
-    StartStreaming(usize),
-    StopStreaming(usize),
-    Pong(usize),
-    Close(usize),
-    Tick,
-}
-
-const IDS: [&str; 6] = ["A", "B", "A1", "SFU", "", "Nope"];
+use super::invariants::{Fields, IDS, Op, Settings, Value, run_ops};
 
 fn op() -> impl Strategy<Value = Op> {
     let role = prop_oneof![Just(Role::Streamer), Just(Role::Player), Just(Role::Sfu)];
-    let c = 0usize..64;
+    let c = 0u8..64;
+    let ids = 0..IDS.len() as u8;
+    let leaf = prop_oneof![
+        Just(Value::Absent),
+        (0u8..10).prop_map(Value::Player),
+        ids.clone().prop_map(Value::Id),
+        ".{0,4}".prop_map(Value::String),
+        (-2i64..12).prop_map(Value::Number),
+        (-1.5f64..12.5).prop_map(Value::Float),
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+    ];
+    let value = prop_oneof![
+        4 => leaf.clone(),
+        1 => prop::collection::vec(leaf, 0..3).prop_map(Value::Array),
+    ];
+    let fields = (0u8..24, value.clone(), value.clone(), value.clone(), value).prop_map(
+        |(ty, player_id, id, time, extra)| Fields {
+            ty,
+            player_id,
+            id,
+            time,
+            extra,
+        },
+    );
     prop_oneof![
-        4 => role.prop_map(Op::Open),
-        2 => (c.clone(), 0..IDS.len()).prop_map(|(c, i)| Op::EndpointId(c, i)),
-        4 => (c.clone(), 0..IDS.len()).prop_map(|(c, i)| Op::Subscribe(c, i)),
+        4 => (role, any::<bool>()).prop_map(|(r, o)| Op::Open(r, o)),
+        2 => (c.clone(), ids.clone()).prop_map(|(c, i)| Op::EndpointId(c, i)),
+        4 => (c.clone(), ids).prop_map(|(c, i)| Op::Subscribe(c, i)),
         1 => c.clone().prop_map(Op::Unsubscribe),
         2 => c.clone().prop_map(Op::PlayerOffer),
-        1 => (c.clone(), 0usize..10).prop_map(|(c, p)| Op::EntryOffer(c, p)),
+        1 => (c.clone(), 0u8..10).prop_map(|(c, p)| Op::EntryOffer(c, p)),
         1 => c.clone().prop_map(Op::Answer),
-        2 => (c.clone(), 0usize..10).prop_map(|(c, p)| Op::DisconnectPlayer(c, p)),
+        2 => (c.clone(), 0u8..10).prop_map(|(c, p)| Op::DisconnectPlayer(c, p)),
         1 => c.clone().prop_map(Op::StartStreaming),
         1 => c.clone().prop_map(Op::StopStreaming),
         2 => c.clone().prop_map(Op::Pong),
-        3 => c.prop_map(Op::Close),
-        1 => Just(Op::Tick),
+        3 => c.clone().prop_map(Op::Close),
+        1 => Just(Op::Tick(1000)),
+        1 => Just(Op::CountTick),
+        2 => (c.clone(), fields).prop_map(|(c, f)| Op::Message(c, f)),
+        1 => (c, "[{}\\[\\]\":,a-z ]{0,12}").prop_map(|(c, t)| Op::Text(c, t)),
     ]
-}
-
-/// What the test has seen: the open connections and the playerConnected not yet matched.
-#[derive(Default)]
-struct Model {
-    opened: Vec<ConnId>,
-    open: BTreeSet<ConnId>,
-    /// (C, X): playerConnected {X} was sent to C, no playerDisconnected {X} yet.
-    pending: BTreeSet<(ConnId, String)>,
-}
-
-impl Model {
-    fn ended(&mut self, conn: ConnId) {
-        self.open.remove(&conn);
-        self.pending.retain(|(c, _)| *c != conn);
-    }
-
-    fn observe(&mut self, out: &Output) -> Result<(), TestCaseError> {
-        match out {
-            Output::Send { to, text, .. } => {
-                prop_assert!(self.open.contains(to), "sent to {to}, not open: {text}");
-                let v: serde_json::Value = serde_json::from_str(text)
-                    .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
-                let pid = || v["playerId"].as_str().unwrap_or_default().to_owned();
-                match v["type"].as_str() {
-                    Some("playerConnected") => prop_assert!(
-                        self.pending.insert((*to, pid())),
-                        "second playerConnected {} to {to}",
-                        pid()
-                    ),
-                    Some("playerDisconnected") => prop_assert!(
-                        self.pending.remove(&(*to, pid())),
-                        "playerDisconnected {} to {to} without playerConnected",
-                        pid()
-                    ),
-                    _ => {}
-                }
-            }
-            Output::Close { conn, code, .. } => {
-                prop_assert!(self.open.contains(conn), "close of {conn}, not open");
-                prop_assert!([1000, 1011, 1013].contains(code), "close code {code}");
-                self.ended(*conn);
-            }
-            Output::Drop { conn } => {
-                prop_assert!(self.open.contains(conn), "drop of {conn}, not open");
-                self.ended(*conn);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The router's tables agree with each other and with what it has told the connections.
-fn check_tables(r: &Router, m: &Model, max_players: u32) -> Result<(), TestCaseError> {
-    let conns: BTreeSet<ConnId> = r.conns.keys().copied().collect();
-    prop_assert_eq!(&conns, &m.open);
-    // The table: every entry, once, in connection order; ids unique and indexed.
-    let entries: Vec<ConnId> = conns
-        .iter()
-        .copied()
-        .filter(|&c| r.entry(c).is_some())
-        .collect();
-    prop_assert_eq!(&r.table, &entries);
-    prop_assert_eq!(r.entry_ids.len(), entries.len());
-    for &e in &entries {
-        let id = &r.entry(e).unwrap().id;
-        prop_assert_eq!(r.entry_ids.get(id), Some(&e));
-    }
-    let players = conns
-        .iter()
-        .filter(|&&c| r.role(c) == Some(Role::Player))
-        .count();
-    prop_assert_eq!(r.open_players, players);
-    // Subscriptions, both ways, and exactly the unmatched playerConnected messages.
-    let mut expected = BTreeSet::new();
-    for &c in &conns {
-        let Some(sub) = r.subscriber(c) else {
-            continue;
-        };
-        prop_assert_eq!(r.player_ids.get(&sub.player_id), Some(&c));
-        if let SubState::Subscribed { entry, seq } = sub.state {
-            prop_assert_ne!(entry, c);
-            let e = r.entry(entry);
-            prop_assert!(e.is_some(), "{} subscribed to a missing entry", c);
-            prop_assert_eq!(e.unwrap().subscribers.get(&seq), Some(&c));
-            expected.insert((entry, sub.player_id.clone()));
-        }
-    }
-    prop_assert_eq!(
-        r.player_ids.len(),
-        r.conns
-            .values()
-            .filter(|p| p.subscriber().is_some())
-            .count()
-    );
-    for &e in &entries {
-        let entry = r.entry(e).unwrap();
-        let mut player_subs = 0;
-        for (&seq, &s) in &entry.subscribers {
-            let state = r.subscriber(s).map(|x| x.state);
-            prop_assert_eq!(state, Some(SubState::Subscribed { entry: e, seq }));
-            if r.role(s) == Some(Role::Player) {
-                player_subs += 1;
-            }
-        }
-        prop_assert_eq!(entry.player_subscribers, player_subs);
-        if max_players > 0 && r.role(e) == Some(Role::Streamer) {
-            prop_assert!(player_subs <= max_players as usize);
-        }
-    }
-    prop_assert_eq!(&expected, &m.pending);
-    Ok(())
-}
-
-fn run_ops(ops: &[Op], max_players: u32, numeric: bool) -> Result<(), TestCaseError> {
-    let style = if numeric {
-        PlayerIdStyle::Numeric
-    } else {
-        PlayerIdStyle::Wilbur
-    };
-    let mut h = Harness::with(RouterConfig {
-        max_players,
-        player_id_style: style,
-        ..RouterConfig::default()
-    });
-    let mut m = Model::default();
-    let pid = |k: usize| -> String {
-        if numeric {
-            // Numbers too: PS1 sends them.
-            if k % 2 == 0 {
-                format!("{}", k / 2 + 1)
-            } else {
-                format!(r#""{}""#, k / 2 + 1)
-            }
-        } else {
-            format!(r#""Player{k}""#)
-        }
-    };
-    let mut now = 0;
-    for op in ops {
-        let pick = |i: usize| m.opened.get(i % m.opened.len().max(1)).copied();
-        let conn = match op {
-            Op::Open(_) | Op::Tick => None,
-            Op::EndpointId(c, _)
-            | Op::Subscribe(c, _)
-            | Op::Unsubscribe(c)
-            | Op::PlayerOffer(c)
-            | Op::EntryOffer(c, _)
-            | Op::Answer(c)
-            | Op::DisconnectPlayer(c, _)
-            | Op::StartStreaming(c)
-            | Op::StopStreaming(c)
-            | Op::Pong(c)
-            | Op::Close(c) => match pick(*c) {
-                Some(conn) => Some(conn),
-                None => continue,
-            },
-        };
-        let c = conn.unwrap_or(ConnId(0));
-        match op {
-            Op::Open(role) => {
-                let c = h.open(*role);
-                m.opened.push(c);
-                m.open.insert(c);
-            }
-            Op::EndpointId(_, i) => {
-                h.msg(c, &format!(r#"{{"type":"endpointId","id":"{}"}}"#, IDS[*i]))
-            }
-            Op::Subscribe(_, i) => h.msg(
-                c,
-                &format!(r#"{{"type":"subscribe","streamerId":"{}"}}"#, IDS[*i]),
-            ),
-            Op::Unsubscribe(_) => h.msg(c, r#"{"type":"unsubscribe"}"#),
-            Op::PlayerOffer(_) => h.msg(c, r#"{"type":"offer","sdp":"s"}"#),
-            Op::EntryOffer(_, k) => h.msg(
-                c,
-                &format!(r#"{{"type":"offer","playerId":{},"sdp":"s"}}"#, pid(*k)),
-            ),
-            Op::Answer(_) => h.msg(c, r#"{"type":"answer","sdp":"s"}"#),
-            Op::DisconnectPlayer(_, k) => h.msg(
-                c,
-                &format!(r#"{{"type":"disconnectPlayer","playerId":{}}}"#, pid(*k)),
-            ),
-            Op::StartStreaming(_) => h.msg(c, r#"{"type":"startStreaming"}"#),
-            Op::StopStreaming(_) => h.msg(c, r#"{"type":"stopStreaming"}"#),
-            Op::Pong(_) => h.msg(c, r#"{"type":"pong"}"#),
-            Op::Close(_) => {
-                m.ended(c);
-                h.close(c);
-            }
-            Op::Tick => {
-                now += 1000;
-                h.tick(now);
-            }
-        }
-        for out in h.drain() {
-            m.observe(&out)?;
-        }
-        check_tables(&h.router, &m, max_players)?;
-    }
-    Ok(())
 }
 
 proptest! {
@@ -2437,8 +2241,18 @@ proptest! {
         ops in prop::collection::vec(op(), 1..120),
         max_players in 0u32..3,
         numeric in any::<bool>(),
+        max_player_count in prop::option::of(0u32..4),
+        subscribe_at_connect in any::<bool>(),
+        player_count_updates in any::<bool>(),
     ) {
-        run_ops(&ops, max_players, numeric)?;
+        let settings = Settings {
+            max_players,
+            numeric,
+            max_player_count,
+            subscribe_at_connect,
+            player_count_updates,
+        };
+        run_ops(&ops, &settings).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -2446,20 +2260,20 @@ proptest! {
 fn sfu_cycle_terminates_and_keeps_the_invariant() {
     // Two SFUs subscribed to each other: ending either must not loop.
     let ops = [
-        Op::Open(Role::Sfu),
-        Op::Open(Role::Sfu),
+        Op::Open(Role::Sfu, false),
+        Op::Open(Role::Sfu, false),
         Op::EndpointId(0, 0), // "A"
         Op::EndpointId(1, 1), // "B"
         Op::Subscribe(0, 1),
         Op::Subscribe(1, 0),
-        Op::Open(Role::Player),
+        Op::Open(Role::Player, false),
         Op::Subscribe(2, 0),
         Op::StopStreaming(0),
         Op::Subscribe(0, 1),
         Op::Subscribe(1, 0),
         Op::Close(0),
     ];
-    run_ops(&ops, 0, false).unwrap();
+    run_ops(&ops, &Settings::default()).unwrap();
 }
 
 #[test]

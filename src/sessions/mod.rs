@@ -9,6 +9,8 @@
 //! first: the target's own, then the oldest server-wide. Room for the `peer-left` events present
 //! peers may yet cause is kept in reserve, so a leave always fits and no budget is ever exceeded.
 
+#[cfg(any(test, fuzzing))]
+pub(crate) mod invariants;
 pub mod task;
 #[cfg(test)]
 mod tests;
@@ -473,6 +475,7 @@ impl Sessions {
                 });
             }
             self.server_fits(session_reserve(1))?;
+            self.make_server_room(session_reserve(1));
             *self.per_address.entry(creator).or_default() += 1;
             self.reserved_bytes += session_reserve(1);
             self.sessions.insert(
