@@ -10,6 +10,8 @@
 #   TLS=1 bench/run.sh connect relay   # over TLS: a self-signed certificate made per run
 #                                      # (signalling-bench gen-cert, rcgen), the server started
 #                                      # with --https --streamer_tls --sfu_tls, every client wss://
+#   AUTH=1 bench/run.sh connect relay  # player and streamer tokens required (?token= in the URLs)
+#   SERVER_ARGS="--metrics false" bench/run.sh relay   # more server flags
 #   bench/run.sh --table FILE          # the medians table of JSON lines saved earlier
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -130,8 +132,16 @@ run_one() {
   # One generator on one address opening 10,000 connections is what the per-address limits
   # stop: they are off. The message rate is so high it never bites, but every message is still
   # checked against it, so its cost is in the figures (README, "Abuse limits").
+  local query=""
+  if [ "${AUTH:-0}" = 1 ]; then
+    server_args+=(--player-token bench-t0ken --streamer-token bench-t0ken)
+    query="/?token=bench-t0ken"
+  fi
+  local extra=()
+  read -r -a extra <<<"${SERVER_ARGS:-}"
   taskset -c "$SERVER_CPU" "$SERVER" --bind-address 127.0.0.1 \
-    --streamer-port 0 --player-port 0 --sfu-port 0 "${server_args[@]}" "${LIMITS[@]}" >"$log" 2>&1 &
+    --streamer-port 0 --player-port 0 --sfu-port 0 "${server_args[@]}" "${LIMITS[@]}" \
+    "${extra[@]}" >"$log" 2>&1 &
   spid=$!
   # The server logs its addresses once it listens; wait for those lines (at most 10 s).
   for _ in $(seq 100); do
@@ -155,7 +165,7 @@ run_one() {
     return 1
   fi
   # shellcheck disable=SC2086 # the scenario is a word list
-  taskset -c "$GENERATOR_CPU" "$BENCH" --streamer "$scheme://$streamer" --player "$scheme://$player" \
+  taskset -c "$GENERATOR_CPU" "$BENCH" --streamer "$scheme://$streamer$query" --player "$scheme://$player$query" \
     "${bench_args[@]}" --server-pid "$spid" $scenario | tee -a "$results" || status=$?
   kill "$spid"
   wait "$spid" 2>/dev/null || true
