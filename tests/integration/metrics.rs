@@ -194,13 +194,6 @@ async fn a_negotiation_moves_connections_subscriptions_messages_and_the_histogra
 
 const UPGRADE: &str = "Host: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
-async fn upgrade_without_token(addr: SocketAddr) -> String {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET /?token=wrong HTTP/1.1\r\n{UPGRADE}\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("send");
-    read_response(&mut tcp).await
-}
-
 #[tokio::test]
 async fn every_401_of_a_handshake_counts_as_an_auth_failure_of_its_port() {
     let mut cfg = config();
@@ -209,7 +202,7 @@ async fn every_401_of_a_handshake_counts_as_an_auth_failure_of_its_port() {
     cfg.sfu_token = "f".into();
     let server = TestServer::start(cfg).await;
     for addr in [server.player, server.player, server.streamer, server.sfu] {
-        let response = upgrade_without_token(addr).await;
+        let response = crate::tokens::upgrade(addr, "/?token=wrong", "").await;
         assert!(response.starts_with("HTTP/1.1 401"), "{response}");
     }
     // An upgrade after a plain request on a kept-alive connection takes the other path.
@@ -298,11 +291,7 @@ async fn abuse_limits_that_refuse_are_counted_by_their_key() {
     // Two upgrades pass; the third from the same address in the minute gets 429.
     let mut flooder = server.player().await;
     let _second = server.player().await;
-    let mut tcp = TcpStream::connect(server.player).await.expect("connect");
-    tcp.write_all(format!("GET / HTTP/1.1\r\n{UPGRADE}\r\n").as_bytes())
-        .await
-        .expect("send");
-    let response = read_response(&mut tcp).await;
+    let response = crate::tokens::upgrade(server.player, "/", "").await;
     assert!(response.starts_with("HTTP/1.1 429 "), "{response}");
 
     // Three messages against a burst of two: closed 1008 "rate limit".
@@ -314,11 +303,7 @@ async fn abuse_limits_that_refuse_are_counted_by_their_key() {
 
     // One streamer is all max_streamers allows: the second gets 503 before the upgrade.
     let _streamer = server.streamer("S").await;
-    let mut tcp = TcpStream::connect(server.streamer).await.expect("connect");
-    tcp.write_all(format!("GET / HTTP/1.1\r\n{UPGRADE}\r\n").as_bytes())
-        .await
-        .expect("send");
-    let response = read_response(&mut tcp).await;
+    let response = crate::tokens::upgrade(server.streamer, "/", "").await;
     assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
 
     // One page a minute: the second GET / is refused 429 (the scrape itself is not counted).
