@@ -42,11 +42,26 @@ pub struct ConnectionSettings {
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     pub console_messages: ConsoleMessages,
-    /// A player's token bucket (`messages_per_second`, `message_burst`); rate 0 is no limit.
+}
+
+/// A player's abuse limits, read when its connection starts (a reload reaches new players).
+#[derive(Debug, Clone, Copy)]
+pub struct PlayerLimits {
+    /// The token bucket (`messages_per_second`, `message_burst`); rate 0 is no limit.
     pub messages_per_second: u32,
     pub message_burst: u32,
     /// Time a player has to send its first message; zero is none.
     pub first_message_timeout: Duration,
+}
+
+impl PlayerLimits {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            messages_per_second: config.messages_per_second,
+            message_burst: config.message_burst,
+            first_message_timeout: config.first_message_timeout,
+        }
+    }
 }
 
 impl ConnectionSettings {
@@ -58,9 +73,6 @@ impl ConnectionSettings {
             keepalive_interval: config.keepalive_interval,
             keepalive_timeout: config.keepalive_timeout,
             console_messages: config.console_messages,
-            messages_per_second: config.messages_per_second,
-            message_burst: config.message_burst,
-            first_message_timeout: config.first_message_timeout,
         }
     }
 
@@ -81,6 +93,8 @@ impl ConnectionSettings {
 pub struct Shared {
     pub router: RouterHandle,
     pub settings: Arc<ConnectionSettings>,
+    /// Players' abuse limits, replaced whole on reload.
+    pub(crate) player_limits: Arc<arc_swap::ArcSwap<PlayerLimits>>,
     pub shutdown: CancellationToken,
     /// The metrics' handles; `None` with `metrics = false` (nothing is counted).
     pub(crate) metrics: Option<Arc<Metrics>>,
@@ -191,11 +205,12 @@ async fn serve<S>(
     // they serve, and UE 5.0/5.1 streamers and the UE 5.1 SFU send nothing until a player
     // arrives (README, "Abuse limits").
     let player = role == Role::Player;
+    let limits = **shared.player_limits.load();
     let mut bucket = player
-        .then(|| TokenBucket::new(settings.messages_per_second, settings.message_burst, 0))
+        .then(|| TokenBucket::new(limits.messages_per_second, limits.message_burst, 0))
         .flatten();
-    let mut first_deadline = (player && !settings.first_message_timeout.is_zero())
-        .then(|| opened + settings.first_message_timeout);
+    let mut first_deadline = (player && !limits.first_message_timeout.is_zero())
+        .then(|| opened + limits.first_message_timeout);
     let mut warned_binary = false;
     // Warnings this peer causes, under a budget (the first few, then a line now and then).
     let mut warnings = WarnLimiter::default();
@@ -241,8 +256,8 @@ async fn serve<S>(
                         let now_ms = u64::try_from((now - opened).as_millis()).unwrap_or(u64::MAX);
                         if !bucket.take(now_ms) {
                             warn!(
-                                messages_per_second = settings.messages_per_second,
-                                message_burst = settings.message_burst,
+                                messages_per_second = limits.messages_per_second,
+                                message_burst = limits.message_burst,
                                 "messages faster than messages_per_second allows; closing 1008"
                             );
                             if let Some(c) = &counting {

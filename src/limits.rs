@@ -48,6 +48,18 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The per-address limits `config` asks for, with the rate window `window_ms`.
+    pub(crate) fn from_config(config: &crate::config::Config, window_ms: u64) -> Self {
+        Self {
+            max_connections: config.max_connections_per_ip,
+            upgrades: config.upgrades_per_ip_per_minute,
+            requests: config.http_requests_per_minute,
+            registrations: config.sessions.registrations_per_minute,
+            max_streams: config.sessions.max_streams_per_address,
+            window_ms,
+        }
+    }
+
     /// No limit at all (a table that never refuses and stays empty).
     pub(crate) fn is_off(&self) -> bool {
         self.max_connections == 0
@@ -191,11 +203,14 @@ impl Table {
         })
     }
 
+    /// New settings (a reload). Places held stay counted and are given back as they end, even
+    /// under a limit now off; what was admitted while a limit was off was never counted.
+    pub(crate) fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
     /// A connection [`Table::handle_opened`] admitted has ended.
     pub(crate) fn handle_closed(&mut self, ip: IpAddr, now_ms: u64) {
-        if self.settings.max_connections == 0 {
-            return;
-        }
         self.release(ip, now_ms, |e| e.open = e.open.saturating_sub(1));
     }
 
@@ -215,9 +230,6 @@ impl Table {
     }
 
     pub(crate) fn handle_stream_closed(&mut self, ip: IpAddr, now_ms: u64) {
-        if self.settings.max_streams == 0 {
-            return;
-        }
         self.release(ip, now_ms, |e| e.streams = e.streams.saturating_sub(1));
     }
 

@@ -24,8 +24,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::accept::limits::Limits;
 use crate::auth::Gates;
 use crate::config::{self, Config};
+use crate::connection::PlayerLimits;
 use crate::router::RouterConfig;
 use crate::router_task::RouterHandle;
 use crate::tls::TlsIdentity;
@@ -46,6 +48,15 @@ pub(crate) const LIVE_KEYS: &[&str] = &[
     "jwt_public_key",
     "jwt_audience",
     "jwt_issuer",
+    "max_connections_per_ip",
+    "upgrades_per_ip_per_minute",
+    "http_requests_per_minute",
+    "messages_per_second",
+    "message_burst",
+    "max_streamers",
+    "first_message_timeout",
+    "sessions.registrations_per_minute",
+    "sessions.max_streams_per_address",
     "peer_options",
     "max_players",
     "max_player_count",
@@ -146,6 +157,30 @@ pub(crate) struct Reloader {
     pub(crate) tls: Vec<(&'static str, TlsIdentity)>,
     /// What each WebSocket port and the session API require: tokens and JWT keys.
     pub(crate) gates: Gates,
+    /// Each port's abuse limits, and the players' bucket and first-message deadline.
+    pub(crate) limits: PortLimits,
+    pub(crate) player_limits: Arc<arc_swap::ArcSwap<PlayerLimits>>,
+}
+
+/// The abuse limits of each port, whose settings a reload replaces.
+#[derive(Debug, Clone)]
+pub(crate) struct PortLimits {
+    pub(crate) streamer: Arc<Limits>,
+    pub(crate) sfu: Arc<Limits>,
+    pub(crate) player: Arc<Limits>,
+    pub(crate) https: Arc<Limits>,
+    /// The rate window (a minute; shorter in tests), which a reload keeps.
+    pub(crate) window_ms: u64,
+}
+
+impl PortLimits {
+    fn set(&self, config: &Config) {
+        let settings = crate::limits::Settings::from_config(config, self.window_ms);
+        self.streamer.set(settings, config.max_streamers);
+        for port in [&self.sfu, &self.player, &self.https] {
+            port.set(settings, 0);
+        }
+    }
 }
 
 impl Reloader {
@@ -207,6 +242,9 @@ impl Reloader {
         let new = Arc::new(new);
         self.config.send_replace(Arc::clone(&new));
         self.gates.install(gates);
+        self.limits.set(&new);
+        self.player_limits
+            .store(Arc::new(PlayerLimits::from_config(&new)));
         if !self.router.reconfigure(router_config).await {
             warn!("reload: the router has stopped (shutting down)");
         }

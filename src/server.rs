@@ -22,7 +22,7 @@ use crate::accept::limits::Limits as PortLimits;
 use crate::accept::{self, Acceptor, Port};
 use crate::auth::Gates;
 use crate::config::Config;
-use crate::connection::{ConnectionSettings, Shared};
+use crate::connection::{ConnectionSettings, PlayerLimits, Shared};
 use crate::http::api::Api;
 use crate::http::client_addr::ReverseProxy;
 use crate::http::cors::{Cors, CorsError};
@@ -414,7 +414,23 @@ impl Server {
             crate::http::rest::Rest::new(router.clone(), &settings)
                 .with_admin_token(Live::new(live.clone(), |c| c.admin_token.as_str()))
         });
+        // The abuse limits: one table per port, and the players' bucket and first-message
+        // deadline; a reload replaces their settings.
+        let window_ms = u64::try_from(self.limit_window.as_millis()).unwrap_or(u64::MAX);
+        let limits = crate::limits::Settings::from_config(&self.config, window_ms);
+        let port_limits = crate::reload::PortLimits {
+            streamer: PortLimits::new("streamer", limits, self.config.max_streamers),
+            sfu: PortLimits::new("SFU", limits, 0),
+            player: PortLimits::new("player", limits, 0),
+            https: PortLimits::new("HTTPS", limits, 0),
+            window_ms,
+        };
+        let player_limits = Arc::new(arc_swap::ArcSwap::from_pointee(PlayerLimits::from_config(
+            &self.config,
+        )));
         let reloader = Reloader {
+            limits: port_limits.clone(),
+            player_limits: Arc::clone(&player_limits),
             from: self.reload_from.take(),
             config: live_tx,
             router: router.clone(),
@@ -435,6 +451,7 @@ impl Server {
             shared: Shared {
                 router,
                 settings: Arc::new(ConnectionSettings::from_config(&self.config)),
+                player_limits,
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
             },
@@ -442,15 +459,6 @@ impl Server {
             next_conn: Arc::new(AtomicU64::new(1)),
         };
         let handshake_timeout = self.config.handshake_timeout;
-        let limits = crate::limits::Settings {
-            max_connections: self.config.max_connections_per_ip,
-            upgrades: self.config.upgrades_per_ip_per_minute,
-            requests: self.config.http_requests_per_minute,
-            registrations: self.config.sessions.registrations_per_minute,
-            max_streams: self.config.sessions.max_streams_per_address,
-            window_ms: u64::try_from(self.limit_window.as_millis()).unwrap_or(u64::MAX),
-        };
-        let limits_of = |name, max_streamers| PortLimits::new(name, limits, max_streamers);
         let public_player_port = self.public_player_port();
         let https_port = self.https_addr().map(|a| a.port());
         let acceptor_of =
@@ -464,7 +472,7 @@ impl Server {
                 handshake_timeout,
             )
             .with_gate(self.gates.streamer.clone())
-            .with_limits(limits_of("streamer", self.config.max_streamers)),
+            .with_limits(port_limits.streamer.clone()),
             acceptor.clone(),
         ));
         tracker.spawn(accept::serve(
@@ -476,7 +484,7 @@ impl Server {
                 handshake_timeout,
             )
             .with_gate(self.gates.sfu.clone())
-            .with_limits(limits_of("SFU", 0)),
+            .with_limits(port_limits.sfu.clone()),
             acceptor.clone(),
         ));
         if self.config.use_matchmaker {
@@ -529,7 +537,7 @@ impl Server {
             };
             let port = Port::new("player", Role::Player, None, handshake_timeout)
                 .with_gate(self.gates.player.clone())
-                .with_limits(limits_of("player", 0))
+                .with_limits(port_limits.player.clone())
                 .with_http(
                     headers::layer(plain, &security, false),
                     write_timeout,
@@ -547,7 +555,7 @@ impl Server {
                 handshake_timeout,
             )
             .with_gate(self.gates.player.clone())
-            .with_limits(limits_of("HTTPS", 0))
+            .with_limits(port_limits.https.clone())
             .with_http(
                 headers::layer(app, &security, true),
                 write_timeout,

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -34,11 +34,12 @@ pub(crate) struct Limits {
     /// The port's name in logs.
     name: &'static str,
     table: Mutex<Table>,
-    settings: Settings,
-    off: bool,
+    /// Replaced whole on reload ([`Limits::set`]).
+    settings: arc_swap::ArcSwap<Settings>,
+    off: AtomicBool,
     origin: Instant,
     /// `max_streamers` on the streamer port; 0 elsewhere and when off.
-    max_streamers: usize,
+    max_streamers: AtomicUsize,
     streamers: AtomicUsize,
     /// The second a "table full" refusal was last logged as a warning.
     full_warned: AtomicU64,
@@ -163,14 +164,25 @@ impl Limits {
     pub(crate) fn new(name: &'static str, settings: Settings, max_streamers: u32) -> Arc<Self> {
         Arc::new(Self {
             name,
-            off: settings.is_off(),
-            settings,
+            off: AtomicBool::new(settings.is_off()),
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             table: Mutex::new(Table::new(settings)),
             origin: Instant::now(),
-            max_streamers: max_streamers as usize,
+            max_streamers: AtomicUsize::new(max_streamers as usize),
             streamers: AtomicUsize::new(0),
             full_warned: AtomicU64::new(u64::MAX),
         })
+    }
+
+    /// New settings from a reload: the next connection, request and upgrade are checked
+    /// against them. Places held stay counted until they end; connections and streamers
+    /// admitted while a limit was off are not counted when it is turned on.
+    pub(crate) fn set(&self, settings: Settings, max_streamers: u32) {
+        self.lock().set_settings(settings);
+        self.settings.store(Arc::new(settings));
+        self.off.store(settings.is_off(), Ordering::Relaxed);
+        self.max_streamers
+            .store(max_streamers as usize, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
@@ -188,7 +200,7 @@ impl Limits {
         self: &Arc<Self>,
         client: IpAddr,
     ) -> Result<Option<Slot>, LimitRefusal> {
-        if self.settings.max_connections == 0 {
+        if self.settings.load().max_connections == 0 {
             return Ok(None);
         }
         let now = self.now_ms();
@@ -204,7 +216,7 @@ impl Limits {
 
     /// Counts one `rate` event from `client`.
     pub(crate) fn rate(&self, client: IpAddr, rate: Rate) -> Result<(), LimitRefusal> {
-        if self.off {
+        if self.off.load(Ordering::Relaxed) {
             return Ok(());
         }
         let now = self.now_ms();
@@ -214,7 +226,7 @@ impl Limits {
 
     /// An event stream from `client` opens.
     fn stream(self: &Arc<Self>, client: IpAddr) -> Result<Option<Slot>, LimitRefusal> {
-        if self.settings.max_streams == 0 {
+        if self.settings.load().max_streams == 0 {
             return Ok(None);
         }
         let now = self.now_ms();
@@ -233,18 +245,16 @@ impl Limits {
         self: &Arc<Self>,
         client: SocketAddr,
     ) -> Result<Option<Slot>, LimitRefusal> {
-        if self.max_streamers == 0 {
+        let max_streamers = self.max_streamers.load(Ordering::Relaxed);
+        if max_streamers == 0 {
             return Ok(None);
         }
         let before = self.streamers.fetch_add(1, Ordering::Relaxed);
-        if before >= self.max_streamers {
+        if before >= max_streamers {
             self.streamers.fetch_sub(1, Ordering::Relaxed);
             let refusal = LimitRefusal {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                reason: format!(
-                    "too many streamers (max_streamers = {})",
-                    self.max_streamers
-                ),
+                reason: format!("too many streamers (max_streamers = {})", max_streamers),
                 retry_after_s: Some(STREAMER_RETRY_AFTER_S),
                 limit: Limit::MaxStreamers,
             };
@@ -368,7 +378,7 @@ pub(crate) async fn count_session(request: Request, next: axum::middleware::Next
     let path = request.uri().path();
     if request.method() == Method::POST && path.starts_with("/register/") {
         if let Err(refusal) = limits.rate(client, Rate::Registration) {
-            let max = limits.settings.registrations;
+            let max = limits.settings.load().registrations;
             return refusal.json_response("registrations_per_minute", max);
         }
         return next.run(request).await;
@@ -377,7 +387,7 @@ pub(crate) async fn count_session(request: Request, next: axum::middleware::Next
         let slot = match limits.stream(client) {
             Ok(slot) => slot,
             Err(refusal) => {
-                let max = limits.settings.max_streams;
+                let max = limits.settings.load().max_streams;
                 return refusal.json_response("max_streams_per_address", max);
             }
         };

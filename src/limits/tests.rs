@@ -314,3 +314,29 @@ fn the_limit_keys_are_validated() {
     };
     off.validate().unwrap();
 }
+
+#[test]
+fn places_held_when_a_limit_is_turned_off_are_still_given_back() {
+    let mut t = Table::new(settings());
+    assert_eq!(t.handle_opened(v4(1), 0), Ok(()));
+    assert_eq!(t.handle_stream_opened(v4(1), 0), Ok(()));
+    t.set_settings(Settings {
+        max_connections: 0,
+        max_streams: 0,
+        ..settings()
+    });
+    // Off: nothing is counted or refused.
+    for _ in 0..5 {
+        assert_eq!(t.handle_opened(v4(1), 0), Ok(()));
+    }
+    // The places taken before are given back, and the address leaves the table.
+    t.handle_closed(v4(1), MINUTE + 1);
+    t.handle_stream_closed(v4(1), MINUTE + 1);
+    assert_eq!(t.open_connections(v4(1)), 0);
+    assert_eq!(t.len(), 0);
+    // On again: counting starts from what is held now.
+    t.set_settings(settings());
+    assert_eq!(t.handle_opened(v4(1), MINUTE + 2), Ok(()));
+    assert_eq!(t.handle_opened(v4(1), MINUTE + 2), Ok(()));
+    assert!(t.handle_opened(v4(1), MINUTE + 2).is_err());
+}

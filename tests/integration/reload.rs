@@ -169,3 +169,64 @@ async fn sighup_changes_the_log_level() {
         .expect("status");
     assert!(status.success(), "{status}");
 }
+
+/// The abuse limits follow a reload: `upgrades_per_ip_per_minute` turned on refuses this
+/// address's next upgrades with 429, turned off again admits them, without a restart.
+#[tokio::test]
+async fn sighup_puts_new_abuse_limits_in_force() {
+    let notify = NotifySocket::bind("reload-limits");
+    let file = notify.path.with_file_name("signalling.toml");
+    std::fs::write(&file, "upgrades_per_ip_per_minute = 0\n").expect("write config");
+    let mut child = binary()
+        .env("NOTIFY_SOCKET", &notify.path)
+        .args(LOOPBACK)
+        .args(["--config_file", file.to_str().expect("utf-8")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the signalling binary");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    assert_eq!(notify.next().await, ["READY=1"]);
+    let player = loop {
+        if let Some(addr) = listening_addr(&next_line(&mut lines).await, "player") {
+            break addr;
+        }
+    };
+    let status = |response: String| response.split(' ').nth(1).unwrap_or("").to_owned();
+    for _ in 0..5 {
+        assert_eq!(status(crate::tokens::upgrade(player, "/", "").await), "101");
+    }
+
+    let reload = |text: &'static str| {
+        std::fs::write(&file, text).expect("write config");
+        sighup(&child);
+    };
+    reload("upgrades_per_ip_per_minute = 2\n");
+    assert_eq!(notify.next().await[0], "RELOADING=1");
+    assert_eq!(notify.next().await, ["READY=1"]);
+    let line = line_with(&mut lines, "configuration reloaded").await;
+    assert!(
+        line.contains("in force now: upgrades_per_ip_per_minute"),
+        "{line}"
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(status(crate::tokens::upgrade(player, "/", "").await));
+    }
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("429"),
+        "{statuses:?}"
+    );
+
+    reload("upgrades_per_ip_per_minute = 0\n");
+    assert_eq!(notify.next().await[0], "RELOADING=1");
+    assert_eq!(notify.next().await, ["READY=1"]);
+    assert_eq!(status(crate::tokens::upgrade(player, "/", "").await), "101");
+
+    sigterm(&child);
+    let exited = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("exit")
+        .expect("status");
+    assert!(exited.success(), "{exited}");
+}
