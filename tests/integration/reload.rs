@@ -56,11 +56,30 @@ async fn refused_status(player: SocketAddr, token: &str) -> u16 {
     }
 }
 
-#[tokio::test]
-async fn sighup_reloads_tokens_and_peer_options_and_refuses_a_broken_file() {
-    let notify = NotifySocket::bind("reload");
+/// SIGTERM, and the exit, which must be a success.
+async fn stop(mut child: tokio::process::Child) {
+    sigterm(&child);
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("exit")
+        .expect("status");
+    assert!(status.success(), "{status}");
+}
+
+/// The binary with `text` as its config file, under a test-bound NOTIFY_SOCKET, once it has
+/// said READY=1: the socket, the file, the process and its stderr lines.
+async fn start(
+    name: &str,
+    text: &str,
+) -> (
+    NotifySocket,
+    std::path::PathBuf,
+    tokio::process::Child,
+    Lines,
+) {
+    let notify = NotifySocket::bind(name);
     let file = notify.path.with_file_name("signalling.toml");
-    std::fs::write(&file, config_text("old", "first")).expect("write config");
+    std::fs::write(&file, text).expect("write config");
     let mut child = binary()
         .env("NOTIFY_SOCKET", &notify.path)
         .args(LOOPBACK)
@@ -68,8 +87,14 @@ async fn sighup_reloads_tokens_and_peer_options_and_refuses_a_broken_file() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the signalling binary");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     assert_eq!(notify.next().await, ["READY=1"]);
+    (notify, file, child, lines)
+}
+
+#[tokio::test]
+async fn sighup_reloads_tokens_and_peer_options_and_refuses_a_broken_file() {
+    let (notify, file, child, mut lines) = start("reload", &config_text("old", "first")).await;
     let player = loop {
         if let Some(addr) = listening_addr(&next_line(&mut lines).await, "player") {
             break addr;
@@ -128,30 +153,14 @@ async fn sighup_reloads_tokens_and_peer_options_and_refuses_a_broken_file() {
     connected.send_json(r#"{"type":"listStreamers"}"#).await;
     connected.expect_type("streamerList").await;
 
-    sigterm(&child);
-    let status = tokio::time::timeout(TIMEOUT, child.wait())
-        .await
-        .expect("exit")
-        .expect("status");
-    assert!(status.success(), "{status}");
+    stop(child).await;
 }
 
 /// `log_level` changes on SIGHUP: at `warn` the reload's own info line would not be written;
 /// reloaded to `info`, it is.
 #[tokio::test]
 async fn sighup_changes_the_log_level() {
-    let notify = NotifySocket::bind("reload-level");
-    let file = notify.path.with_file_name("signalling.toml");
-    std::fs::write(&file, "log_level = \"warn\"\n").expect("write config");
-    let mut child = binary()
-        .env("NOTIFY_SOCKET", &notify.path)
-        .args(LOOPBACK)
-        .args(["--config_file", file.to_str().expect("utf-8")])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the signalling binary");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    assert_eq!(notify.next().await, ["READY=1"]);
+    let (notify, file, child, mut lines) = start("reload-level", "log_level = \"warn\"\n").await;
     std::fs::write(&file, "log_level = \"info\"\n").expect("write config");
     sighup(&child);
     assert_eq!(notify.next().await[0], "RELOADING=1");
@@ -162,30 +171,15 @@ async fn sighup_changes_the_log_level() {
         line.contains("INFO") && line.contains("configuration reloaded: in force now: log_level"),
         "{line}"
     );
-    sigterm(&child);
-    let status = tokio::time::timeout(TIMEOUT, child.wait())
-        .await
-        .expect("exit")
-        .expect("status");
-    assert!(status.success(), "{status}");
+    stop(child).await;
 }
 
 /// The abuse limits follow a reload: `upgrades_per_ip_per_minute` turned on refuses this
 /// address's next upgrades with 429, turned off again admits them, without a restart.
 #[tokio::test]
 async fn sighup_puts_new_abuse_limits_in_force() {
-    let notify = NotifySocket::bind("reload-limits");
-    let file = notify.path.with_file_name("signalling.toml");
-    std::fs::write(&file, "upgrades_per_ip_per_minute = 0\n").expect("write config");
-    let mut child = binary()
-        .env("NOTIFY_SOCKET", &notify.path)
-        .args(LOOPBACK)
-        .args(["--config_file", file.to_str().expect("utf-8")])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the signalling binary");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    assert_eq!(notify.next().await, ["READY=1"]);
+    let (notify, file, child, mut lines) =
+        start("reload-limits", "upgrades_per_ip_per_minute = 0\n").await;
     let player = loop {
         if let Some(addr) = listening_addr(&next_line(&mut lines).await, "player") {
             break addr;
@@ -223,10 +217,5 @@ async fn sighup_puts_new_abuse_limits_in_force() {
     assert_eq!(notify.next().await, ["READY=1"]);
     assert_eq!(status(crate::tokens::upgrade(player, "/", "").await), "101");
 
-    sigterm(&child);
-    let exited = tokio::time::timeout(TIMEOUT, child.wait())
-        .await
-        .expect("exit")
-        .expect("status");
-    assert!(exited.success(), "{exited}");
+    stop(child).await;
 }
