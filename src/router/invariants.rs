@@ -99,33 +99,8 @@ impl Value {
 pub(crate) const IDS: [&str; 7] = ["A", "B", "A1", "SFU", "", "Nope", "UnknownStreamer"];
 
 /// Every message type a peer might send: the ones the server reads, the ones only it sends, and
-/// one it does not know.
-const TYPES: [&str; 24] = [
-    "endpointId",
-    "listStreamers",
-    "subscribe",
-    "unsubscribe",
-    "offer",
-    "answer",
-    "iceCandidate",
-    "layerPreference",
-    "dataChannelRequest",
-    "peerDataChannelsReady",
-    "peerDataChannels",
-    "streamerDataChannels",
-    "disconnectPlayer",
-    "startStreaming",
-    "stopStreaming",
-    "ping",
-    "pong",
-    "stats",
-    "config",
-    "playerConnected",
-    "playerDisconnected",
-    "streamerList",
-    "identify",
-    "bogus",
-];
+/// one it does not know (`other`): the metrics' list of every type either way.
+use crate::metrics::MESSAGE_TYPES as TYPES;
 
 /// The router's settings a sequence runs under.
 #[derive(Debug, Clone, Copy, Default)]
