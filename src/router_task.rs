@@ -19,7 +19,9 @@ use tracing::debug;
 use crate::metrics::{Limit, Metrics};
 use crate::queue::{self, Lane, TrySendError};
 use crate::router::flow::{Flow, Queues, Refused};
-use crate::router::{ConnId, Counts, HashMap, Opening, Refusals, Role, Router, RouterConfig};
+use crate::router::{
+    ConnId, Counts, HashMap, Opening, Refusals, RemoteOut, Role, Router, RouterConfig,
+};
 
 /// A close frame to send: the one representation of a close, queued or urgent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +343,11 @@ impl Queues for Outboxes {
         if let Some(outbox) = self.0.remove(&conn) {
             let _ = outbox.urgent.send(Urgent::Drop);
         }
+    }
+
+    fn remote(&mut self, out: RemoteOut) {
+        // Single nodes never produce these; the cluster wiring replaces this (issue 14).
+        debug!(?out, "no cluster to send to; dropped");
     }
 }
 

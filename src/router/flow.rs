@@ -51,6 +51,9 @@ pub trait Queues {
     fn close_now(&mut self, conn: ConnId, close: Close);
     /// Drops the TCP connection without a close frame.
     fn drop_conn(&mut self, conn: ConnId);
+    /// Hand a message to the cluster layer, for another node (never refused: the cluster layer
+    /// bounds what it holds itself).
+    fn remote(&mut self, out: super::RemoteOut);
 }
 
 #[derive(Debug)]
@@ -127,6 +130,7 @@ impl Flow {
                     self.gone(conn, queues);
                     queues.drop_conn(conn);
                 }
+                Output::Remote(out) => queues.remote(out),
             }
         }
     }

@@ -155,6 +155,7 @@ impl Queues for Sim {
         }
         self.end(conn, None);
     }
+    fn remote(&mut self, _: crate::router::RemoteOut) {}
 }
 
 /// A router, its flow and simulated queues, driven as the router task drives them.

@@ -106,7 +106,7 @@ impl Router {
     fn player_to_entry(&mut self, from: ConnId, mut relay: Relay) {
         let subscribed = matches!(
             self.subscriber(from).map(|s| s.state),
-            Some(SubState::Subscribed { .. })
+            Some(SubState::Subscribed { .. } | SubState::Remote { .. })
         );
         if !subscribed && !self.auto_subscribe(from) {
             return;
@@ -114,8 +114,10 @@ impl Router {
         let Some(sub) = self.subscriber(from) else {
             return;
         };
-        let SubState::Subscribed { entry, .. } = sub.state else {
-            return;
+        let entry = match sub.state {
+            SubState::Subscribed { entry, .. } => entry,
+            SubState::Remote { node, sub } => return self.forward_remote(from, node, sub, relay),
+            SubState::Idle => return,
         };
         relay.set_str("playerId", &sub.player_id);
         self.send_text(entry, relay.into_string().into(), Charge::Sender(from));
@@ -132,12 +134,16 @@ impl Router {
         let Some(sub) = self.subscriber(from) else {
             return;
         };
-        let SubState::Subscribed { entry, .. } = sub.state else {
-            self.warn(
-                from,
-                format_args!("{} while not subscribed; dropped", kind.as_str()),
-            );
-            return;
+        let entry = match sub.state {
+            SubState::Subscribed { entry, .. } => entry,
+            SubState::Remote { node, sub } => return self.forward_remote(from, node, sub, relay),
+            SubState::Idle => {
+                self.warn(
+                    from,
+                    format_args!("{} while not subscribed; dropped", kind.as_str()),
+                );
+                return;
+            }
         };
         let own_id = sub.player_id.clone();
         if !player_id.names_a_player() {
@@ -147,5 +153,17 @@ impl Router {
             relay.set_str("sfuId", &own_id);
         }
         self.send_text(entry, relay.into_string().into(), Charge::Sender(from));
+    }
+
+    /// F2, F4, F5 to an entry on another node: the message leaves as the subscriber sent it; the
+    /// entry's node makes the edits (its proxy of the subscriber runs these same rules).
+    fn forward_remote(&mut self, from: ConnId, node: super::Node, sub: u64, relay: Relay) {
+        let out = super::RemoteOut::Forward {
+            node,
+            player: from,
+            sub,
+            text: relay.into_string().into(),
+        };
+        self.outputs.push_back(super::Output::Remote(out));
     }
 }

@@ -166,6 +166,8 @@ impl Model {
                 ensure!(self.open.contains(conn), "drop of {conn}, not open");
                 self.ended(*conn);
             }
+            // A node alone never sends to another (the cluster's model is in tests_remote.rs).
+            Output::Remote(out) => return Err(format!("a remote output on one node: {out:?}")),
         }
         Ok(())
     }

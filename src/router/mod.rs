@@ -10,6 +10,7 @@ mod forward;
 #[cfg(any(test, fuzzing))]
 pub(crate) mod invariants;
 mod registry;
+mod remote;
 pub mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
@@ -18,6 +19,8 @@ mod subscription;
 mod tests;
 #[cfg(test)]
 mod tests_cirrus;
+#[cfg(test)]
+mod tests_remote;
 #[cfg(test)]
 mod tests_scope;
 #[cfg(test)]
@@ -36,6 +39,7 @@ use tracing::{debug, warn};
 
 use crate::config::PlayerIdStyle;
 use crate::logging::{WarnLimiter, peer_str};
+pub use remote::{Ending, Node, RemoteEntry, RemoteOut};
 
 /// A hash map with a fast, per-process randomly seeded hasher (ids arrive from peers).
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -110,6 +114,8 @@ pub enum Output {
     },
     /// Drop the TCP connection without a close frame (a peer found dead).
     Drop { conn: ConnId },
+    /// Send to another node of the cluster (PROTOCOL.md §13).
+    Remote(RemoteOut),
 }
 
 /// Where per-connection ICE servers come from (`[ice]`). The router asks once per connection,
@@ -258,7 +264,15 @@ struct Subscriber {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SubState {
     Idle,
-    Subscribed { entry: ConnId, seq: u64 },
+    Subscribed {
+        entry: ConnId,
+        seq: u64,
+    },
+    /// Subscribed to an entry on another node, in the subscription numbered `sub`.
+    Remote {
+        node: Node,
+        sub: u64,
+    },
 }
 
 /// What a connection is, by role.
@@ -267,6 +281,8 @@ enum Peer {
     Streamer(Entry),
     Player(Subscriber),
     Sfu(Entry, Subscriber),
+    /// A player or SFU of another node, subscribed to an entry here.
+    Proxy(Subscriber, remote::Proxy),
 }
 
 impl Peer {
@@ -275,29 +291,31 @@ impl Peer {
             Self::Streamer(_) => Role::Streamer,
             Self::Player(_) => Role::Player,
             Self::Sfu(..) => Role::Sfu,
+            Self::Proxy(_, link) if link.sfu => Role::Sfu,
+            Self::Proxy(..) => Role::Player,
         }
     }
     fn entry(&self) -> Option<&Entry> {
         match self {
             Self::Streamer(e) | Self::Sfu(e, _) => Some(e),
-            Self::Player(_) => None,
+            Self::Player(_) | Self::Proxy(..) => None,
         }
     }
     fn entry_mut(&mut self) -> Option<&mut Entry> {
         match self {
             Self::Streamer(e) | Self::Sfu(e, _) => Some(e),
-            Self::Player(_) => None,
+            Self::Player(_) | Self::Proxy(..) => None,
         }
     }
     fn subscriber(&self) -> Option<&Subscriber> {
         match self {
-            Self::Player(s) | Self::Sfu(_, s) => Some(s),
+            Self::Player(s) | Self::Sfu(_, s) | Self::Proxy(s, _) => Some(s),
             Self::Streamer(_) => None,
         }
     }
     fn subscriber_mut(&mut self) -> Option<&mut Subscriber> {
         match self {
-            Self::Player(s) | Self::Sfu(_, s) => Some(s),
+            Self::Player(s) | Self::Sfu(_, s) | Self::Proxy(s, _) => Some(s),
             Self::Streamer(_) => None,
         }
     }
@@ -332,6 +350,8 @@ pub struct Router {
     warnings: HashMap<ConnId, WarnLimiter>,
     /// How often each of the router's limits refused, for the IO layer to count (metrics).
     refusals: Refusals,
+    /// Entries and subscribers on other nodes of a cluster (empty on a node alone).
+    remote: remote::Remote,
 }
 
 /// How many times the router's own limits have refused since it started: the IO layer turns
@@ -365,6 +385,7 @@ impl Router {
             outputs: VecDeque::new(),
             lists: Default::default(),
             warnings: HashMap::default(),
+            remote: remote::Remote::default(),
         }
     }
 
@@ -416,7 +437,7 @@ impl Router {
         let peer = self.conns.get(&conn)?;
         Some(match peer {
             Peer::Streamer(e) => e.id.clone(),
-            Peer::Player(s) => s.player_id.clone(),
+            Peer::Player(s) | Peer::Proxy(s, _) => s.player_id.clone(),
             Peer::Sfu(e, s) => format!("{}/{}", e.id, s.player_id),
         })
     }
@@ -651,6 +672,11 @@ impl Router {
     /// too big, invalid UTF-8, outgoing queue full). Runs the disconnect handling of
     /// PROTOCOL.md §6. Unknown connections (already closed by the router) are ignored.
     pub fn handle_closed(&mut self, conn: ConnId) {
+        if remote::is_proxy(conn) {
+            // Only the overflow policy closes a proxy this way: its messages waited too long.
+            self.close_proxy(conn, close::SENDING_TOO_FAST);
+            return;
+        }
         self.remove(conn);
     }
 
@@ -690,7 +716,7 @@ impl Router {
         };
         let (id, lifetime) = match peer {
             Peer::Streamer(e) | Peer::Sfu(e, _) => (&e.id, CredentialLifetime::Long),
-            Peer::Player(s) => (&s.player_id, CredentialLifetime::Player),
+            Peer::Player(s) | Peer::Proxy(s, _) => (&s.player_id, CredentialLifetime::Player),
         };
         let mut options = self.peer_options_map.clone();
         let entry = ice.ice_server(id, lifetime);
@@ -732,6 +758,10 @@ impl Router {
     }
 
     fn send_text(&mut self, to: ConnId, text: Utf8Bytes, charge: Charge) {
+        if remote::is_proxy(to) {
+            self.deliver_to_proxy(to, text);
+            return;
+        }
         self.outputs.push_back(Output::Send { to, text, charge });
     }
 
@@ -742,6 +772,10 @@ impl Router {
 
     fn close_with(&mut self, conn: ConnId, code: u16, reason: String) {
         if !self.conns.contains_key(&conn) {
+            return;
+        }
+        if remote::is_proxy(conn) {
+            self.end_proxy(conn, Ending::Closed { code, reason });
             return;
         }
         self.outputs.push_back(Output::Close { conn, code, reason });

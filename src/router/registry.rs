@@ -45,16 +45,7 @@ impl Router {
             PlayerIdStyle::Numeric => (u128::from(n) + 1).to_string(),
         };
         self.player_ids.insert(player_id.clone(), conn);
-        Subscriber {
-            player_id,
-            state: SubState::Idle,
-            subscribes: Default::default(),
-            awaiting_pong: false,
-            remote: None,
-            browser_offers: false,
-            count_sent: 0,
-            scope: Scope::all(),
-        }
+        Subscriber::new(player_id)
     }
 
     /// The id `requester` gets when it asks for `requested` (PROTOCOL.md §5, "Assigning an
@@ -68,15 +59,17 @@ impl Router {
         if self.entry(requester).is_some_and(|e| e.id == r) {
             return r.to_owned();
         }
-        let others = || {
-            self.table
-                .iter()
-                .filter(move |&&c| c != requester)
-                .filter_map(|&c| self.entry(c))
-        };
+        // Every other entry of the cluster: this node's, then those of the other nodes.
+        let others = self
+            .table
+            .iter()
+            .filter(move |&&c| c != requester)
+            .filter_map(|&c| self.entry(c))
+            .map(|e| e.id.as_str())
+            .chain(self.remote_entries().map(|e| e.id.as_str()));
         let mut highest: Option<&str> = None;
-        for other in others() {
-            let (base, digits) = split_digits(&other.id);
+        for other in others {
+            let (base, digits) = split_digits(other);
             let matches = (!base.is_empty() && base == r) || (base.is_empty() && digits == r);
             if matches && highest.is_none_or(|h| cmp_decimal(digits, h).is_gt()) {
                 highest = Some(digits);
@@ -86,7 +79,10 @@ impl Router {
             None => r.to_owned(),
             Some(m) => format!("{r}{}", increment_decimal(m)),
         };
-        let held_by_other = |id: &str| self.entry_ids.get(id).is_some_and(|&c| c != requester);
+        let held_by_other = |id: &str| {
+            self.entry_ids.get(id).is_some_and(|&c| c != requester)
+                || self.remote.ids.contains_key(id)
+        };
         if !held_by_other(&candidate) {
             return candidate;
         }
@@ -165,11 +161,8 @@ impl Router {
         {
             // A player whose token names its streamers gets its own list, built each time.
             let ids: Vec<&str> = self
-                .table
-                .iter()
-                .filter_map(|&c| self.entry(c))
-                .filter(|e| (everything || e.streaming) && scope.allows(&e.id))
-                .map(|e| e.id.as_str())
+                .listed(everything)
+                .filter(|id| scope.allows(id))
                 .collect();
             let text: Utf8Bytes = ServerMessage::StreamerList { ids: &ids }.to_json().into();
             self.send_text(conn, text, Charge::Sender(conn));
@@ -178,13 +171,7 @@ impl Router {
         let text = match &self.lists[usize::from(everything)] {
             Some(text) => text.clone(),
             None => {
-                let ids: Vec<&str> = self
-                    .table
-                    .iter()
-                    .filter_map(|&c| self.entry(c))
-                    .filter(|e| everything || e.streaming)
-                    .map(|e| e.id.as_str())
-                    .collect();
+                let ids: Vec<&str> = self.listed(everything).collect();
                 let text: Utf8Bytes = ServerMessage::StreamerList { ids: &ids }.to_json().into();
                 self.lists[usize::from(everything)] = Some(text.clone());
                 text
@@ -193,9 +180,30 @@ impl Router {
         self.send_text(conn, text, Charge::Sender(conn));
     }
 
+    /// The ids a streamerList holds (every entry, or the streaming ones), in table order: this
+    /// node's entries, then those of the other nodes of a cluster.
+    fn listed(&self, everything: bool) -> impl Iterator<Item = &str> {
+        let local = self
+            .table
+            .iter()
+            .filter_map(|&c| self.entry(c))
+            .map(|e| (e.id.as_str(), e.streaming));
+        let remote = self.remote_entries().map(|e| (e.id.as_str(), e.streaming));
+        local
+            .chain(remote)
+            .filter(move |&(_, streaming)| everything || streaming)
+            .map(|(id, _)| id)
+    }
+
+    /// The entries of the other nodes of a cluster, node by node.
+    pub(super) fn remote_entries(&self) -> impl Iterator<Item = &super::RemoteEntry> {
+        self.remote.entries.values().flatten()
+    }
+
     /// An entry joined, left, renamed or changed its `streaming` flag: the lists are stale.
     pub(super) fn table_changed(&mut self) {
         self.lists = Default::default();
+        self.remote.local_dirty = true;
     }
 
     /// Takes `conn` out of every table and runs its disconnect handling (PROTOCOL.md §6).
@@ -216,6 +224,7 @@ impl Router {
                 (None, Some(s))
             }
             Peer::Sfu(e, s) => (Some(e), Some(s)),
+            Peer::Proxy(s, _) => (None, Some(s)),
         };
         if let Some(entry) = entry {
             self.table.retain(|&c| c != conn);
@@ -225,9 +234,29 @@ impl Router {
         }
         if let Some(sub) = subscriber {
             self.player_ids.remove(&sub.player_id);
-            if let SubState::Subscribed { entry, seq } = sub.state {
-                self.unlink(entry, seq, conn, &sub.player_id, is_player);
+            match sub.state {
+                SubState::Subscribed { entry, seq } => {
+                    self.unlink(entry, seq, conn, &sub.player_id, is_player)
+                }
+                SubState::Remote { node, sub } => self.unsubscribe_remote(conn, node, sub),
+                SubState::Idle => {}
             }
+        }
+    }
+}
+
+impl Subscriber {
+    /// An idle subscriber known as `player_id`, allowed everything.
+    pub(super) fn new(player_id: String) -> Self {
+        Self {
+            player_id,
+            state: SubState::Idle,
+            subscribes: Default::default(),
+            awaiting_pong: false,
+            remote: None,
+            browser_offers: false,
+            count_sent: 0,
+            scope: Scope::all(),
         }
     }
 }

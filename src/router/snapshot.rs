@@ -117,7 +117,8 @@ impl Router {
     fn player_info(&self, conn: ConnId, peer: &Peer, sub: &Subscriber) -> PlayerInfo {
         let subscribed_to = match sub.state {
             SubState::Subscribed { entry, .. } => self.entry(entry).map(|e| e.id.clone()),
-            SubState::Idle => None,
+            // The entry's node knows its id; the subscriber's node keeps only the node.
+            SubState::Idle | SubState::Remote { .. } => None,
         };
         PlayerInfo {
             conn,

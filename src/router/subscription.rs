@@ -76,6 +76,14 @@ impl Router {
             .subscriber(conn)
             .is_some_and(|s| s.scope.allows(&streamer_id));
         let entry = self.entry_ids.get(&streamer_id).copied();
+        if entry.is_none()
+            && allowed
+            && let Some(&node) = self.remote.ids.get(&streamer_id)
+        {
+            self.end_subscription(conn);
+            self.subscribe_remote(conn, node, &streamer_id);
+            return;
+        }
         let Some(entry) = entry.filter(|_| allowed) else {
             if !allowed {
                 self.warn(
@@ -163,8 +171,10 @@ impl Router {
         let Some(sub) = self.subscriber_mut(conn) else {
             return;
         };
-        let SubState::Subscribed { entry, seq } = sub.state else {
-            return;
+        let (entry, seq) = match sub.state {
+            SubState::Subscribed { entry, seq } => (entry, seq),
+            SubState::Remote { node, sub } => return self.unsubscribe_remote(conn, node, sub),
+            SubState::Idle => return,
         };
         sub.state = SubState::Idle;
         let player_id = sub.player_id.clone();
@@ -215,9 +225,14 @@ impl Router {
 
     /// An SFU's upstream is gone: first each of its own subscribers ends (the SFU is told,
     /// players are closed), then the SFU gets `streamerDisconnected` (PROTOCOL.md §7.11).
-    fn lose_upstream(&mut self, sfu: ConnId) {
+    pub(super) fn lose_upstream(&mut self, sfu: ConnId) {
         if let Some(s) = self.subscriber_mut(sfu) {
             s.state = SubState::Idle;
+        }
+        if super::remote::is_proxy(sfu) {
+            // An SFU on another node: its own node runs the rest.
+            self.end_proxy(sfu, super::Ending::StreamerLeft);
+            return;
         }
         self.drop_downstream(sfu);
         self.send(sfu, &ServerMessage::StreamerDisconnected, Charge::Receiver);
