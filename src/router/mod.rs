@@ -417,6 +417,12 @@ impl Router {
         self.peer_options_map = peer_options_map;
     }
 
+    /// Player ids start at `n` (a cluster gives each node its own block of ids); call before
+    /// the first player connects.
+    pub fn start_player_ids_at(&mut self, n: u64) {
+        self.next_player = n;
+    }
+
     /// The next thing for the IO layer to do.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

@@ -51,8 +51,9 @@ impl Router {
     pub fn api_counts(&self) -> ApiCounts {
         ApiCounts {
             streamers: self.table.len(),
-            // Every subscriber (player or SFU) holds exactly one player id.
-            players: self.player_ids.len(),
+            // Every subscriber (player or SFU) holds exactly one player id; proxies are
+            // counted by their own node.
+            players: self.player_ids.len() - self.remote.proxies.len(),
         }
     }
 
@@ -76,7 +77,11 @@ impl Router {
     pub fn players(&self) -> Vec<PlayerInfo> {
         let mut out = Vec::with_capacity(self.player_ids.len());
         for (&conn, peer) in &self.conns {
-            if let Some(sub) = peer.subscriber() {
+            // A proxy is listed by its own node (a player of this node is listed once).
+            if let Some(sub) = peer
+                .subscriber()
+                .filter(|_| !matches!(peer, Peer::Proxy(..)))
+            {
                 out.push(self.player_info(conn, peer, sub));
             }
         }
