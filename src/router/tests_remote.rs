@@ -264,6 +264,12 @@ fn a_player_on_one_node_lists_subscribes_and_negotiates_with_a_streamer_on_anoth
         3,
         "config, identify, endpointIdConfirm only"
     );
+    // Each node lists its own players; the streamer's node shows the proxy as a subscriber.
+    assert_eq!(net.routers[0].api_counts().players, 0);
+    assert!(net.routers[0].players().is_empty());
+    assert_eq!(net.routers[1].api_counts().players, 1);
+    let listed = net.routers[0].streamers();
+    assert_eq!(listed[0].subscribers[0].player_id, "Player1000");
     // Streamer → player: kept as sent (F1).
     let offer = r#"{"type":"offer","sdp":"v=0","playerId":"Player1000"}"#;
     net.msg(0, st, offer);
