@@ -380,9 +380,9 @@ keys! {
     /// empty (README, "Cluster mode (several nodes on Redis)").
     pub struct ClusterConfig in "cluster" {
         redis_url: String ["URL" alias = "redis_url"]
-            "Redis URL (redis:// or rediss://); empty runs one node alone, with no Redis",
+            "Redis URL (redis:// or rediss://); empty runs one node alone, with no Redis; also --redis_url",
         node_id: String ["ID" alias = "node_id"]
-            "This node's name in the cluster; empty is \"<host name>:<player port>\"",
+            "This node's name in the cluster; empty is \"<host name>:<player port>\"; also --node_id",
         #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
         heartbeat_interval: Duration ["SECONDS"]
             "Seconds between heartbeats to every other node",
