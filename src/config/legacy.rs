@@ -87,6 +87,7 @@ pub(crate) const LEGACY: &[Legacy] = &[
     flag("sfu_token_file", Ours, ReadFile("sfu_token")),
     flag("admin_token_file", Ours, ReadFile("admin_token")),
     flag("jwt_secret_file", Ours, ReadFile("jwt_secret")),
+    flag("redis_url_file", Ours, ReadFile("cluster.redis_url")),
     flag(
         "player_keepalive_timeout",
         Wilbur,

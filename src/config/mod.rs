@@ -5,7 +5,8 @@
 //! - `values.rs` reads values (seconds, JSON objects, strings from flags and JSON files);
 //! - `legacy.rs` maps Wilbur's and Cirrus's other flags and config keys onto ours;
 //! - `cli.rs` builds the command line from the declarations;
-//! - `validate.rs` holds every rule on values.
+//! - `validate.rs` holds every rule on values;
+//! - `cluster.rs` turns `[cluster]` into the cluster's settings, and checks and redacts its URL.
 //!
 //! Why a small merge and `serde_path_to_error` rather than figment: our sources are not all
 //! shaped like the struct (Wilbur's flat JSON with ports as strings, Cirrus's CamelCase keys,
@@ -14,6 +15,7 @@
 //! names the failing key's path, which the merge maps back to where its value came from.
 
 mod cli;
+mod cluster;
 mod legacy;
 #[cfg(test)]
 mod tests;
@@ -30,10 +32,16 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+#[allow(
+    unused_imports,
+    reason = "the lead wires cluster_settings into the server"
+)]
+pub(crate) use self::cluster::{ClusterError, ClusterSettings, RedisUrl, cluster_settings};
 use self::legacy::{Effect, Legacy};
 use self::types::KeyDecl;
 pub use self::types::{
-    Config, ConsoleMessages, IceConfig, LogFormat, LogLevel, PlayerIdStyle, SessionsConfig,
+    ClusterConfig, Config, ConsoleMessages, IceConfig, LogFormat, LogLevel, PlayerIdStyle,
+    SessionsConfig,
 };
 pub use self::validate::{
     MAX_EVENT_BYTES, MAX_MAX_QUEUED_BYTES, MAX_MAX_QUEUED_MESSAGES, MAX_SECONDS, MAX_SESSION_LIMIT,
@@ -523,6 +531,12 @@ impl Config {
             let Some(value) = value else { continue };
             let shown = if is_secret(key) && legacy::asks_for_something(value) {
                 "\"<redacted>\"".to_owned()
+            } else if key.path() == "cluster.redis_url" {
+                // Only its password is secret; where Redis is helps whoever reads the log.
+                Value::String(cluster::redacted_redis_url(
+                    value.as_str().unwrap_or_default(),
+                ))
+                .to_string()
             } else {
                 value.to_string()
             };

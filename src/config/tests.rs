@@ -850,3 +850,150 @@ fn changed_keys_names_each_key_that_differs_with_its_section() {
         ["player_port", "player_token", "sessions.max_sessions"]
     );
 }
+
+#[test]
+fn cluster_is_off_by_default_with_the_documented_defaults() {
+    let cluster = Config::default().cluster;
+    assert!(!cluster.enabled());
+    assert_eq!(cluster.redis_url, "");
+    assert_eq!(cluster.node_id, "");
+    assert_eq!(cluster.heartbeat_interval, Duration::from_secs(1));
+    assert_eq!(cluster.node_timeout, Duration::from_secs(5));
+    assert!(!cluster.start_alone);
+    assert_eq!(cluster.inbox_max_length, 100_000);
+    assert_eq!(cluster.key_prefix, "signalling");
+}
+
+#[test]
+fn cluster_keys_from_short_flags_section_flags_and_the_file() {
+    let config = config(&[
+        "--redis_url",
+        "redis://127.0.0.1:6379",
+        "--node_id",
+        "node-a:80",
+        "--cluster_heartbeat_interval",
+        "0.25",
+        "--cluster-node-timeout",
+        "0.5",
+        "--cluster_start_alone",
+        "--cluster_inbox_max_length",
+        "2000",
+        "--cluster_key_prefix",
+        "staging",
+    ]);
+    let cluster = &config.cluster;
+    assert!(cluster.enabled());
+    assert_eq!(cluster.redis_url, "redis://127.0.0.1:6379");
+    assert_eq!(cluster.node_id, "node-a:80");
+    assert_eq!(cluster.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(cluster.node_timeout, Duration::from_millis(500));
+    assert!(cluster.start_alone);
+    assert_eq!(cluster.inbox_max_length, 2000);
+    assert_eq!(cluster.key_prefix, "staging");
+    let long = self::config(&[
+        "--cluster_redis_url",
+        "redis://h:1",
+        "--cluster_node_id",
+        "b",
+    ]);
+    assert_eq!(
+        (
+            long.cluster.redis_url.as_str(),
+            long.cluster.node_id.as_str()
+        ),
+        ("redis://h:1", "b")
+    );
+    let text =
+        Config::from_toml_str("[cluster]\nredis_url = \"unix:///run/r.sock\"\n").expect("valid");
+    assert!(text.cluster.enabled());
+}
+
+#[test]
+fn cluster_rules_name_the_key() {
+    for (text, key, says) in [
+        ("redis_url = \"http://h:1\"", "cluster.redis_url", "scheme"),
+        ("redis_url = \"redis://\"", "cluster.redis_url", "host"),
+        (
+            "node_id = \"has space\"",
+            "cluster.node_id",
+            "printable ASCII",
+        ),
+        (
+            "node_id = \"caf\u{e9}\"",
+            "cluster.node_id",
+            "printable ASCII",
+        ),
+        (
+            "node_id = \"tab\\there\"",
+            "cluster.node_id",
+            "printable ASCII",
+        ),
+        ("key_prefix = \"\"", "cluster.key_prefix", "empty"),
+        (
+            "key_prefix = \"a b\"",
+            "cluster.key_prefix",
+            "printable ASCII",
+        ),
+        (
+            "heartbeat_interval = 0",
+            "cluster.heartbeat_interval",
+            "greater than 0",
+        ),
+        ("node_timeout = 0", "cluster.node_timeout", "greater than 0"),
+        (
+            "heartbeat_interval = 90000",
+            "cluster.heartbeat_interval",
+            "most allowed",
+        ),
+        ("heartbeat_interval = 3", "cluster.node_timeout", "twice"),
+        (
+            "node_timeout = 1.99\nheartbeat_interval = 1",
+            "cluster.node_timeout",
+            "twice",
+        ),
+        ("inbox_max_length = 999", "cluster.inbox_max_length", "1000"),
+    ] {
+        let e = text_error(&format!("[cluster]\n{text}"));
+        assert!(e.contains(key) && e.contains(says), "{text}: {e}");
+    }
+    let long_id = format!("[cluster]\nnode_id = \"{}\"", "n".repeat(129));
+    assert!(text_error(&long_id).contains("at most 128"));
+    for fine in [
+        format!("node_id = \"{}\"", "n".repeat(128)),
+        "node_id = \"eu-west:10.0.0.1:80\"".to_owned(),
+        "node_timeout = 2\nheartbeat_interval = 1".to_owned(),
+        "node_timeout = 0.2\nheartbeat_interval = 0.1".to_owned(),
+        "inbox_max_length = 1000".to_owned(),
+        // The URL is checked only when set: empty is off.
+        "redis_url = \"\"".to_owned(),
+    ] {
+        Config::from_toml_str(&format!("[cluster]\n{fine}"))
+            .unwrap_or_else(|e| panic!("{fine}: {e}"));
+    }
+}
+
+#[test]
+fn the_redis_password_is_never_described_nor_in_an_error() {
+    let config = config(&["--redis_url", "redis://alice:pa55@10.0.0.5:6379/0"]);
+    let lines = config.describe();
+    assert!(
+        lines.contains(
+            &"cluster.redis_url = \"redis://alice:<redacted>@10.0.0.5:6379/0\"".to_owned()
+        ),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("pa55")), "{lines:?}");
+    let e = config_error(&["--redis_url", "http://alice:pa55@10.0.0.5:6379"]);
+    assert!(
+        e.contains("cluster.redis_url") && !e.contains("pa55"),
+        "{e}"
+    );
+
+    let file = temp_file("redis-url", "  redis://:from-f1le@127.0.0.1:6379\n");
+    let loaded = self::config(&["--redis_url_file", file.to_str().expect("utf-8")]);
+    assert_eq!(
+        loaded.cluster.redis_url,
+        "redis://:from-f1le@127.0.0.1:6379"
+    );
+    assert!(loaded.describe().iter().all(|l| !l.contains("from-f1le")));
+}

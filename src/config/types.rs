@@ -312,6 +312,7 @@ keys! {
     sections {
         sessions: SessionsConfig = "sessions",
         ice: IceConfig = "ice",
+        cluster: ClusterConfig = "cluster",
     }
 }
 
@@ -371,6 +372,29 @@ keys! {
         #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
         credential_lifetime: Duration ["SECONDS" alias = "turn_ttl"]
             "Seconds time-limited TURN credentials stay valid",
+    }
+}
+
+keys! {
+    /// `[cluster]`: several nodes on one Redis acting as one server; off while `redis_url` is
+    /// empty (README, "Cluster mode (several nodes on Redis)").
+    pub struct ClusterConfig in "cluster" {
+        redis_url: String ["URL" alias = "redis_url"]
+            "Redis URL (redis:// or rediss://); empty runs one node alone, with no Redis; also --redis_url",
+        node_id: String ["ID" alias = "node_id"]
+            "This node's name in the cluster; empty is \"<host name>:<player port>\"; also --node_id",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        heartbeat_interval: Duration ["SECONDS"]
+            "Seconds between heartbeats to every other node",
+        #[serde(deserialize_with = "de_seconds", serialize_with = "ser_seconds")]
+        node_timeout: Duration ["SECONDS"]
+            "Seconds without a word from a node (or from Redis) before it is dead; ≥ 2 × heartbeat_interval",
+        start_alone: bool ["BOOL" bare = "true"]
+            "Start even when Redis cannot be reached at start-up, and keep trying",
+        inbox_max_length: usize ["N"]
+            "Entries kept in each node's inbox stream (XADD MAXLEN ~), at least 1000",
+        key_prefix: String ["PREFIX"]
+            "Prefix of every Redis key, so several clusters may share one Redis",
     }
 }
 

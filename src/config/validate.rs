@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use super::types::{Config, IceConfig, SessionsConfig};
+use super::cluster::{
+    MAX_KEY_PREFIX_BYTES, MAX_NODE_ID_BYTES, MIN_INBOX_MAX_LENGTH, check_redis_url, is_node_id_char,
+};
+use super::types::{ClusterConfig, Config, IceConfig, SessionsConfig};
 
 /// Below this, a peer's own small messages (an ICE candidate, an endpointId with a long id) risk
 /// a 1009 close; it mostly catches a unit slip such as `max_message_size = 1` meaning 1 MiB.
@@ -164,6 +167,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), Invalid> {
     metrics(config)?;
     sessions(&config.sessions)?;
     ice(&config.ice)?;
+    cluster(&config.cluster)?;
     // peer_options needs no check here: its type is a JSON object, and every way in rejects
     // anything else, naming the key.
     Ok(())
@@ -421,4 +425,68 @@ fn ice(ice: &IceConfig) -> Result<(), Invalid> {
         );
     }
     Ok(())
+}
+
+/// `[cluster]`: checked whether or not cluster mode is on, so a mistake shows before it matters.
+fn cluster(cluster: &ClusterConfig) -> Result<(), Invalid> {
+    if cluster.enabled() {
+        check_redis_url(&cluster.redis_url)
+            .or_else(|problem| fail("cluster.redis_url", problem))?;
+    }
+    for (key, value, max, empty) in [
+        (
+            "cluster.node_id",
+            &cluster.node_id,
+            MAX_NODE_ID_BYTES,
+            " (empty is \"<host name>:<player port>\")",
+        ),
+        (
+            "cluster.key_prefix",
+            &cluster.key_prefix,
+            MAX_KEY_PREFIX_BYTES,
+            "",
+        ),
+    ] {
+        if value.len() > max {
+            return fail(key, format!("is {} bytes long; at most {max}", value.len()));
+        }
+        if !value.chars().all(is_node_id_char) {
+            return fail(
+                key,
+                format!("{value:?} must be printable ASCII without spaces (\":\" allowed){empty}"),
+            );
+        }
+    }
+    if cluster.key_prefix.is_empty() {
+        return fail(
+            "cluster.key_prefix",
+            "must not be empty (the default is \"signalling\")",
+        );
+    }
+    for (key, value) in [
+        ("cluster.heartbeat_interval", cluster.heartbeat_interval),
+        ("cluster.node_timeout", cluster.node_timeout),
+    ] {
+        if value.is_zero() {
+            return fail(key, "must be greater than 0");
+        }
+        at_most_a_day(key, value)?;
+    }
+    if cluster.node_timeout < cluster.heartbeat_interval.saturating_mul(2) {
+        return fail(
+            "cluster.node_timeout",
+            format!(
+                "({:?}) must be at least twice heartbeat_interval ({:?}): one late heartbeat \
+                 must not declare a node dead",
+                cluster.node_timeout, cluster.heartbeat_interval
+            ),
+        );
+    }
+    in_range(
+        "cluster.inbox_max_length",
+        cluster.inbox_max_length,
+        MIN_INBOX_MAX_LENGTH,
+        MAX_LIMIT,
+        " (entries)",
+    )
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod fault_proxy;
 pub(crate) mod http;
+pub(crate) mod redis;
 pub(crate) mod turn;
 
 use std::net::{Ipv4Addr, SocketAddr};
