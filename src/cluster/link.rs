@@ -304,8 +304,11 @@ impl<B: Serialize + DeserializeOwned> Link<B> {
             return;
         }
         // A new incarnation of a node id ends the old one first.
-        if let Some(&old) = self.up_by_id.get(&key.id)
-            && old != key.inc
+        if let Some(old) = self
+            .up_by_id
+            .get(&key.id)
+            .copied()
+            .filter(|&old| old != key.inc)
         {
             let old = NodeKey::new(key.id.clone(), old);
             debug!(old = %old, new = %key, "cluster: node restarted as a new incarnation");
@@ -435,9 +438,7 @@ impl<B: Serialize + DeserializeOwned> Link<B> {
         let Some(last) = self.dead.get_mut(key) else {
             return;
         };
-        if let Some(last) = *last
-            && now_ms.saturating_sub(last) < self.notice_interval_ms
-        {
+        if last.is_some_and(|last| now_ms.saturating_sub(last) < self.notice_interval_ms) {
             return;
         }
         *last = Some(now_ms);

@@ -155,8 +155,11 @@ pub(crate) fn redacted(url: &str) -> String {
         return url.to_owned();
     };
     let userinfo = &rest[..at];
-    let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-    format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+    // A lone userinfo may be a password (`redis://secret@host`): all of it goes.
+    let hidden = userinfo
+        .split_once(':')
+        .map_or_else(|| "***".to_owned(), |(user, _)| format!("{user}:***"));
+    format!("{}{hidden}{}", &url[..scheme_end], &rest[at..])
 }
 
 /// A random incarnation, never 0 (0 means "unknown" in an envelope).
@@ -326,7 +329,7 @@ impl Reader {
         let mut announced: Option<u64> = None;
         let mut last_id = String::from("$");
         loop {
-            if self.shutdown.is_cancelled() {
+            if self.shutdown.is_cancelled() || self.out.is_closed() {
                 return;
             }
             let Some(c) = conn.as_mut() else {
@@ -428,6 +431,7 @@ impl Reader {
             .arg(last_id);
         let reply: Option<StreamReadReply> = tokio::select! {
             () = self.shutdown.cancelled() => return Ok(None),
+            () = self.out.closed() => return Ok(None),
             // A new incarnation does not wait for the block to end.
             _ = self.incarnation.changed() => return Ok(None),
             reply = cmd.query_async(conn) => reply?,
@@ -705,6 +709,7 @@ where
         let max_len = self.settings.inbox_max_length;
         let timeout = self.write_timeout;
         let delay = self.retrying.then(|| jittered(self.backoff));
+        let me = self.me.clone();
         self.in_flight = Some(Box::pin(async move {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
@@ -723,6 +728,16 @@ where
                     }
                 },
             };
+            if me.load().inc != inc {
+                // This node started a new incarnation while the batch waited: it belongs to
+                // the old one.
+                return WriteDone {
+                    inc,
+                    conn: Some(conn),
+                    batch,
+                    result: Ok(None),
+                };
+            }
             let result = write(&mut conn, &keys, &node_id, max_len, &batch).await;
             WriteDone {
                 inc,
@@ -739,9 +754,7 @@ where
                 self.writer = done.conn;
                 self.retrying = false;
                 self.backoff = BACKOFF_MIN;
-                if let Some(nodes) = nodes
-                    && done.inc == self.link.me().inc
-                {
+                if let Some(nodes) = nodes.filter(|_| done.inc == self.link.me().inc) {
                     let now = self.now_ms();
                     self.link.handle_nodes(&nodes, now);
                 }
