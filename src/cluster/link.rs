@@ -223,9 +223,13 @@ impl<B: Serialize + DeserializeOwned> Link<B> {
         to.sort_unstable();
         to.dedup();
         for node in to {
-            let seq = self.next_seq(&node);
-            self.send_control(&node, seq, HEARTBEAT);
+            self.heartbeat_to(&node);
         }
+    }
+
+    fn heartbeat_to(&mut self, node: &NodeKey) {
+        let seq = self.next_seq(node);
+        self.send_control(node, seq, HEARTBEAT);
     }
 
     /// The nodes hash as read from Redis (node id → incarnation in decimal): whom to heartbeat.
@@ -250,7 +254,11 @@ impl<B: Serialize + DeserializeOwned> Link<B> {
                 continue;
             }
             listed.insert(key.clone());
-            self.listed.entry(key).or_insert(now_ms);
+            if !self.listed.contains_key(&key) {
+                self.listed.insert(key.clone(), now_ms);
+                // Heard of at once, not one heartbeat interval later.
+                self.heartbeat_to(&key);
+            }
         }
         self.listed.retain(|key, _| listed.contains(key));
     }
@@ -334,6 +342,10 @@ impl<B: Serialize + DeserializeOwned> Link<B> {
             self.up_by_id.insert(key.id.clone(), key.inc);
             self.out
                 .push_back(Output::Event(LinkEvent::Up(key.clone())));
+            if !self.sent.contains_key(&key) {
+                // A first contact is answered at once, so that it hears of us too.
+                self.heartbeat_to(&key);
+            }
         }
         let up = self.up.entry(key.clone()).or_insert(Up {
             last_heard_ms: now_ms,

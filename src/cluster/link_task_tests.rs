@@ -191,6 +191,74 @@ async fn redis_restarted_empty_downs_every_node_and_they_come_back_as_new_incarn
     a.expect(LinkEvent::Message(kb2, 3)).await;
 }
 
+#[tokio::test]
+async fn redis_back_within_the_timeout_delivers_what_was_sent_meanwhile_in_order_and_nobody_goes_down()
+ {
+    let mut redis = RedisServer::start().await;
+    let mut a = TestLink::start(LinkSettings {
+        heartbeat_interval: Duration::from_secs(5),
+        node_timeout: Duration::from_secs(30),
+        ..settings(&redis.url(), "a")
+    })
+    .await;
+    let mut b = TestLink::start(LinkSettings {
+        heartbeat_interval: Duration::from_secs(5),
+        node_timeout: Duration::from_secs(30),
+        ..settings(&redis.url(), "b")
+    })
+    .await;
+    a.expect(LinkEvent::Connected).await;
+    b.expect(LinkEvent::Connected).await;
+    let kb = a.up("b").await;
+    let ka = b.up("a").await;
+    // A round trip: what was sent before is read (the next heartbeats are seconds away), so
+    // killing Redis now loses nothing that was written.
+    a.handle.send(&kb, 0).expect("room");
+    b.expect(LinkEvent::Message(ka.clone(), 0)).await;
+    b.handle.send(&ka, 0).expect("room");
+    a.expect(LinkEvent::Message(kb.clone(), 0)).await;
+    redis.kill().await;
+    a.expect(LinkEvent::Disconnected).await;
+    b.expect(LinkEvent::Disconnected).await;
+    for n in 1..=100 {
+        a.handle.send(&kb, n).expect("room");
+    }
+    redis.restart().await;
+    a.expect(LinkEvent::Connected).await;
+    b.expect(LinkEvent::Connected).await;
+    for n in 1..=100 {
+        b.expect(LinkEvent::Message(ka.clone(), n)).await;
+    }
+    assert_eq!(a.handle.me(), ka);
+    assert_eq!(b.handle.me(), kb);
+}
+
+#[tokio::test]
+async fn a_node_declared_dead_by_another_starts_a_new_incarnation_and_is_heard_again() {
+    let redis = RedisServer::start().await;
+    let (mut a, mut b, ka, kb) = pair(&redis).await;
+    let mut conn = redis.connection().await;
+    // An envelope "from A" far ahead of what B expects: B sees a gap in A's sequence.
+    append(
+        &mut conn,
+        "b",
+        format!(
+            r#"{{"from":"a","inc":{},"to_inc":{},"seq":1000000000,"body":{HEARTBEAT}}}"#,
+            ka.inc, kb.inc
+        ),
+    )
+    .await;
+    b.expect(LinkEvent::Down(ka.clone())).await;
+    // A is told, starts anew: B is down for A's old life, up again for the new one.
+    a.expect(LinkEvent::Down(kb.clone())).await;
+    assert_eq!(a.up("b").await, kb);
+    let ka2 = b.up("a").await;
+    assert_ne!(ka2, ka);
+    assert_eq!(ka2, a.handle.me());
+    a.handle.send(&kb, 5).expect("room");
+    b.expect(LinkEvent::Message(ka2, 5)).await;
+}
+
 /// Writes an envelope into `to`'s inbox as a node the test plays by hand.
 async fn append(conn: &mut redis::aio::MultiplexedConnection, to: &str, envelope: String) {
     let _: String = redis::cmd("XADD")

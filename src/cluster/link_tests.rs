@@ -303,19 +303,29 @@ fn nodes_listed_in_the_hash_hear_each_other_and_come_up() {
 #[test]
 fn envelopes_carry_sender_receiver_incarnations_and_a_sequence_per_destination() {
     let mut net = Net::new(2);
-    net.mesh();
-    net.inboxes[1].clear();
-    let k1 = net.key(1);
-    net.send(0, &k1);
-    let envelope = net.inboxes[1].pop_back().expect("an envelope");
-    // Two heartbeats went to n1 before: this is the third envelope to it.
+    let (k0, k1) = (net.key(0), net.key(1));
+    // n1's first heartbeat to n0: n0 brings n1 up and answers at once.
+    let first = format!(
+        r#"{{"from":"n1","inc":{},"to_inc":{},"seq":1,"body":{HEARTBEAT}}}"#,
+        k1.inc, k0.inc
+    );
+    net.nodes[0].link.handle_envelope(&first, 0);
+    net.pump(0);
+    assert_eq!(net.events(0), vec![LinkEvent::Up(k1.clone())]);
+    net.send(0, &k1).expect("sent");
+    let sent: Vec<String> = net.inboxes[1].drain(..).collect();
     assert_eq!(
-        envelope,
-        format!(
-            r#"{{"from":"n0","inc":{},"to_inc":{},"seq":3,"body":1}}"#,
-            net.key(0).inc,
-            k1.inc
-        )
+        sent,
+        vec![
+            format!(
+                r#"{{"from":"n0","inc":{},"to_inc":{},"seq":1,"body":{{"t":"hb"}}}}"#,
+                k0.inc, k1.inc
+            ),
+            format!(
+                r#"{{"from":"n0","inc":{},"to_inc":{},"seq":2,"body":1}}"#,
+                k0.inc, k1.inc
+            ),
+        ]
     );
 }
 
