@@ -23,6 +23,7 @@
 mod check;
 pub mod accept;
 mod auth;
+pub(crate) mod cluster;
 pub mod config;
 pub mod connection;
 mod fd_limit;
