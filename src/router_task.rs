@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::cluster::bridge::{Bridge, Wire, Wiring};
+use crate::cluster::link::LinkEvent;
 use crate::metrics::{Limit, Metrics};
 use crate::queue::{self, Lane, TrySendError};
 use crate::router::flow::{Flow, Queues, Refused};
@@ -211,8 +213,14 @@ pub fn spawn(
     overflow_timeout: Duration,
     shutdown: CancellationToken,
 ) -> (RouterHandle, JoinHandle<()>) {
-    let (handle, task, _counts) =
-        spawn_with_counts(config, protocol_ping, overflow_timeout, shutdown, None);
+    let (handle, task, _counts) = spawn_with_counts(
+        config,
+        protocol_ping,
+        overflow_timeout,
+        shutdown,
+        None,
+        None,
+    );
     (handle, task)
 }
 
@@ -227,13 +235,18 @@ pub(crate) fn spawn_with_counts(
     overflow_timeout: Duration,
     shutdown: CancellationToken,
     metrics: Option<Arc<Metrics>>,
+    cluster: Option<Wiring>,
 ) -> (RouterHandle, JoinHandle<()>, watch::Receiver<Counts>) {
     let (counts_tx, counts_rx) = watch::channel(Counts::default());
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let (room, room_rx) = mpsc::unbounded_channel();
     let timeout_ms = u64::try_from(overflow_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut router = Router::new(config);
+    if let Some(cluster) = &cluster {
+        router.start_player_ids_at(cluster.first_player);
+    }
     let task = tokio::spawn(run(
-        Router::new(config),
+        router,
         Flow::new(timeout_ms),
         rx,
         room_rx,
@@ -250,6 +263,7 @@ pub(crate) fn spawn_with_counts(
             counts: counts_tx,
             metrics,
         },
+        cluster,
     ));
     (RouterHandle { tx, room }, task, counts_rx)
 }
@@ -261,9 +275,14 @@ struct Reports {
     metrics: Option<Arc<Metrics>>,
 }
 
-/// Every open connection's outbox: the [`Queues`] the overflow policy works on.
-#[derive(Debug, Default)]
-struct Outboxes(HashMap<ConnId, Outbox>, Option<Arc<Metrics>>);
+/// Every open connection's outbox: the [`Queues`] the overflow policy works on; and, in a
+/// cluster, the way to the other nodes.
+#[derive(Default)]
+struct Outboxes(
+    HashMap<ConnId, Outbox>,
+    Option<Arc<Metrics>>,
+    Option<Bridge>,
+);
 
 impl Queues for Outboxes {
     fn try_send(&mut self, to: ConnId, text: Utf8Bytes, lane: Lane) -> Result<(), Refused> {
@@ -346,8 +365,11 @@ impl Queues for Outboxes {
     }
 
     fn remote(&mut self, out: RemoteOut) {
-        // Single nodes never produce these; the cluster wiring replaces this (issue 14).
-        debug!(?out, "no cluster to send to; dropped");
+        match &mut self.2 {
+            Some(bridge) => bridge.send(out),
+            // A node alone has no remote peers, so its router never asks.
+            None => debug!(?out, "no cluster to send to; dropped"),
+        }
     }
 }
 
@@ -390,8 +412,13 @@ async fn run(
     timers: Timers,
     shutdown: CancellationToken,
     reports: Reports,
+    cluster: Option<Wiring>,
 ) {
     let Reports { counts, metrics } = reports;
+    let (bridge, mut link_events) = match cluster {
+        Some(Wiring { link, events, .. }) => (Some(Bridge::new(link)), Some(events)),
+        None => (None, None),
+    };
     let Timers {
         protocol_ping,
         overflow_timeout,
@@ -405,7 +432,7 @@ async fn run(
     let mut watchdog_ticker =
         tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     watchdog_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut outboxes = Outboxes(HashMap::default(), metrics);
+    let mut outboxes = Outboxes(HashMap::default(), metrics, bridge);
     let mut refusals = Refusals::default();
     let mut published = Counts::default();
     let mut count_ticker =
@@ -447,6 +474,9 @@ async fn run(
                     flow.dispatch(&mut router, &mut outboxes, &now);
                     // Paid back after what it caused is charged, so the gate does not flicker.
                     outboxes.charge(conn, bytes, false);
+                    if let Some(bridge) = &mut outboxes.2 {
+                        bridge.publish_entries(&mut router);
+                    }
                     publish(&router, &mut published, &counts, &outboxes.1, &mut refusals);
                     continue;
                 }
@@ -462,15 +492,33 @@ async fn run(
                 Some(Event::Reconfigure(config)) => router.handle_reconfigure(*config),
             },
             Some(conn) = room_rx.recv() => flow.handle_room(conn, &mut router, &mut outboxes),
+            Some(event) = next_link_event(&mut link_events) => {
+                if let Some(bridge) = &mut outboxes.2 {
+                    bridge.handle(event, &mut router, &now);
+                }
+            }
             _ = ticker.tick(), if ping_enabled => router.handle_tick(wall_ms()),
             _ = flow_ticker.tick(), if !flow.is_idle() => {
                 flow.handle_tick(now(), &mut router, &mut outboxes);
             }
         }
         flow.dispatch(&mut router, &mut outboxes, &now);
+        if let Some(bridge) = &mut outboxes.2 {
+            bridge.publish_entries(&mut router);
+        }
         publish(&router, &mut published, &counts, &outboxes.1, &mut refusals);
     }
     debug!("router task ended");
+}
+
+/// The next event of the cluster link; never, on a node alone.
+async fn next_link_event(
+    events: &mut Option<mpsc::Receiver<LinkEvent<Wire>>>,
+) -> Option<LinkEvent<Wire>> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Publishes the router's counts if they changed since the last time, and counts its new
@@ -554,6 +602,7 @@ mod tests {
                 counts,
                 metrics: None,
             },
+            None,
         ));
         let handle = RouterHandle { tx, room };
         let bound = Duration::from_secs(10);

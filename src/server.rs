@@ -59,6 +59,9 @@ pub enum ServerError {
     Auth(String),
     #[error("TLS for the {port} port: {problem}")]
     Tls { port: &'static str, problem: String },
+    /// Cluster mode could not start (Redis unreachable, a bad URL, no node id).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// A server whose listeners are bound; [`Server::run`] serves them.
@@ -83,6 +86,8 @@ pub struct Server {
     hangups: Option<tokio::signal::unix::Signal>,
     /// Where a SIGHUP reads the configuration again (the binary's flags and files).
     reload_from: Option<ReloadFrom>,
+    /// The link to the other nodes, in cluster mode (`[cluster] redis_url`).
+    cluster: Option<crate::cluster::bridge::Wiring>,
     /// The abuse limits' rate window: a minute ([`Server::set_limit_window`]).
     limit_window: Duration,
 }
@@ -275,6 +280,17 @@ impl Server {
         } else {
             None
         };
+        let node_port = Self::addr_of(&player, &https);
+        let cluster = match crate::config::cluster_settings(&config, node_port)
+            .map_err(|e| ServerError::Cluster(e.to_string()))?
+        {
+            Some(settings) => Some(
+                crate::cluster::bridge::start(link_settings(settings), shutdown.clone())
+                    .await
+                    .map_err(|e| ServerError::Cluster(e.to_string()))?,
+            ),
+            None => None,
+        };
         // The built-in streamer page connects to the port actually bound (the configured 0 picks one).
         let site = site.with_pages(crate::http::pages::Settings {
             streamer_port: Self::addr(&streamer).port(),
@@ -294,8 +310,17 @@ impl Server {
             #[cfg(unix)]
             hangups,
             reload_from: None,
+            cluster,
             limit_window: Duration::from_secs(60),
         })
+    }
+
+    /// The player port a node id defaults to: the plain one, else HTTPS's.
+    fn addr_of(player: &Option<TcpListener>, https: &Option<TcpListener>) -> u16 {
+        player
+            .as_ref()
+            .or(https.as_ref())
+            .map_or(0, |l| Self::addr(l).port())
     }
 
     /// On SIGHUP, read the configuration again from `from` and put what can change live in
@@ -374,6 +399,7 @@ impl Server {
             self.config.overflow_timeout,
             shutdown.clone(),
             metrics.clone(),
+            self.cluster.take(),
         );
         let sessions = &self.config.sessions;
         let (sessions_handle, sessions_task) = sessions::task::spawn(
@@ -622,5 +648,20 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+/// The cluster link's settings from `[cluster]`.
+fn link_settings(
+    settings: crate::config::ClusterSettings,
+) -> crate::cluster::link_task::LinkSettings {
+    crate::cluster::link_task::LinkSettings {
+        redis_url: settings.redis_url.expose().to_owned(),
+        key_prefix: settings.key_prefix,
+        node_id: settings.node_id,
+        heartbeat_interval: settings.heartbeat_interval,
+        node_timeout: settings.node_timeout,
+        inbox_max_length: settings.inbox_max_length,
+        start_alone: settings.start_alone,
     }
 }

@@ -31,7 +31,6 @@ pub(crate) struct RedisUrl(String);
 
 impl RedisUrl {
     /// The URL with its password, to hand to the Redis client and to nothing else.
-    #[allow(dead_code, reason = "the cluster link reads it once wired")]
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
@@ -51,10 +50,6 @@ impl fmt::Debug for RedisUrl {
 
 /// `[cluster]` resolved for the cluster code: durations, the node id with its default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(
-    dead_code,
-    reason = "the lead wires it into the server; until then only tests read it"
-)]
 pub(crate) struct ClusterSettings {
     pub(crate) redis_url: RedisUrl,
     pub(crate) node_id: String,
@@ -78,14 +73,19 @@ pub(crate) enum ClusterError {
 
 /// `[cluster]` as settings, or `None` when cluster mode is off (`redis_url` empty). The config
 /// is validated already, so the only failure left is an unreadable host name.
-#[allow(dead_code, reason = "the lead wires it into the server")]
-pub(crate) fn cluster_settings(config: &Config) -> Result<Option<ClusterSettings>, ClusterError> {
+///
+/// `player_port` is the port the player listener actually bound (the configured one may be 0,
+/// an ephemeral port), for the default node id.
+pub(crate) fn cluster_settings(
+    config: &Config,
+    player_port: u16,
+) -> Result<Option<ClusterSettings>, ClusterError> {
     let cluster = &config.cluster;
     if !cluster.enabled() {
         return Ok(None);
     }
     let node_id = if cluster.node_id.is_empty() {
-        default_node_id(&read_host_name()?, config.player_port)
+        default_node_id(&read_host_name()?, player_port)
     } else {
         cluster.node_id.clone()
     };
@@ -323,13 +323,13 @@ mod tests {
     fn settings_are_none_when_off_and_resolve_the_node_id_when_on() {
         let off = Config::default();
         assert!(!off.cluster.enabled());
-        assert_eq!(cluster_settings(&off).expect("resolves"), None);
+        assert_eq!(cluster_settings(&off, 80).expect("resolves"), None);
 
         let mut on = Config::default();
         on.cluster.redis_url = "redis://:pa55@127.0.0.1:6379".to_owned();
         on.cluster.node_id = "node-a".to_owned();
         on.cluster.heartbeat_interval = Duration::from_millis(250);
-        let settings = cluster_settings(&on).expect("resolves").expect("on");
+        let settings = cluster_settings(&on, 80).expect("resolves").expect("on");
         assert_eq!(settings.node_id, "node-a");
         assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(settings.node_timeout, Duration::from_secs(5));
@@ -340,8 +340,7 @@ mod tests {
         assert!(!format!("{settings:?}").contains("pa55"));
 
         on.cluster.node_id = String::new();
-        on.player_port = 8080;
-        let settings = cluster_settings(&on).expect("host name").expect("on");
+        let settings = cluster_settings(&on, 8080).expect("host name").expect("on");
         let host = read_host_name().expect("host name");
         assert_eq!(settings.node_id, format!("{host}:8080"));
     }

@@ -32,11 +32,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-#[allow(
-    unused_imports,
-    reason = "the lead wires cluster_settings into the server"
-)]
-pub(crate) use self::cluster::{ClusterError, ClusterSettings, RedisUrl, cluster_settings};
+pub(crate) use self::cluster::{ClusterSettings, cluster_settings};
 use self::legacy::{Effect, Legacy};
 use self::types::KeyDecl;
 pub use self::types::{

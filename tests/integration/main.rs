@@ -9,6 +9,7 @@ mod bench;
 mod binary;
 mod browser;
 mod cirrus;
+mod cluster;
 mod disconnect_player;
 mod drop_in;
 mod epic_client;
