@@ -248,8 +248,11 @@ pub(crate) fn spawn_with_counts(
     let task = tokio::spawn(run(
         router,
         Flow::new(timeout_ms),
-        rx,
-        room_rx,
+        Inputs {
+            events: rx,
+            room: room_rx,
+            cluster,
+        },
         Timers {
             protocol_ping,
             overflow_timeout,
@@ -263,7 +266,6 @@ pub(crate) fn spawn_with_counts(
             counts: counts_tx,
             metrics,
         },
-        cluster,
     ));
     (RouterHandle { tx, room }, task, counts_rx)
 }
@@ -404,16 +406,27 @@ fn watchdog_ping() {
     }
 }
 
+/// What the router task takes in: the connections' events, their queues' room signals, and in
+/// a cluster the link to the other nodes.
+struct Inputs {
+    events: mpsc::Receiver<Event>,
+    room: mpsc::UnboundedReceiver<ConnId>,
+    cluster: Option<Wiring>,
+}
+
 async fn run(
     mut router: Router,
     mut flow: Flow,
-    mut rx: mpsc::Receiver<Event>,
-    mut room_rx: mpsc::UnboundedReceiver<ConnId>,
+    inputs: Inputs,
     timers: Timers,
     shutdown: CancellationToken,
     reports: Reports,
-    cluster: Option<Wiring>,
 ) {
+    let Inputs {
+        events: mut rx,
+        room: mut room_rx,
+        cluster,
+    } = inputs;
     let Reports { counts, metrics } = reports;
     let (bridge, mut link_events) = match cluster {
         Some(Wiring { link, events, .. }) => (Some(Bridge::new(link)), Some(events)),
@@ -585,8 +598,11 @@ mod tests {
         let task = tokio::spawn(run(
             Router::new(RouterConfig::default()),
             Flow::new(1000),
-            rx,
-            room_rx,
+            Inputs {
+                events: rx,
+                room: room_rx,
+                cluster: None,
+            },
             Timers {
                 protocol_ping: Duration::ZERO,
                 overflow_timeout: Duration::from_secs(1),
@@ -602,7 +618,6 @@ mod tests {
                 counts,
                 metrics: None,
             },
-            None,
         ));
         let handle = RouterHandle { tx, room };
         let bound = Duration::from_secs(10);
