@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::cluster::bridge::{Bridge, Wire, Wiring};
+use crate::cluster::bridge::{Answers, Bridge, Gather, Query, Wire, Wiring};
 use crate::cluster::link::LinkEvent;
 use crate::metrics::{Limit, Metrics};
 use crate::queue::{self, Lane, TrySendError};
@@ -119,7 +119,7 @@ pub struct Outbox {
 
 /// Inputs to the router task.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     Opened {
         conn: ConnId,
         role: Role,
@@ -141,6 +141,8 @@ pub enum Event {
     Inspect(Inspect),
     /// New settings from a reload (see [`Router::handle_reconfigure`]).
     Reconfigure(Box<RouterConfig>),
+    /// A question for every node of the cluster (`/api`; see [`RouterHandle::gather`]).
+    Gather(Gather),
 }
 
 /// A read-only question for the [`Router`], run on the router task; it sends its own answer
@@ -162,7 +164,7 @@ pub struct RouterHandle {
 
 impl RouterHandle {
     /// Sends an event; false once the router task has ended (shutdown).
-    pub async fn send(&self, event: Event) -> bool {
+    pub(crate) async fn send(&self, event: Event) -> bool {
         self.tx.send(event).await.is_ok()
     }
 
@@ -181,6 +183,16 @@ impl RouterHandle {
             return None;
         }
         answer.await.ok()
+    }
+
+    /// Every node's answer to `query`, this node's first; `None` on a node alone (or once the
+    /// task has ended). Waits for each node up to answer or to go down (`node_timeout` at most).
+    pub(crate) async fn gather(&self, query: Query) -> Option<Answers> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Event::Gather(Gather { query, reply })).await {
+            return None;
+        }
+        answer.await.ok().flatten()
     }
 
     /// Hands the router new settings (a reload), after every event sent before them; false
@@ -503,6 +515,12 @@ async fn run(
                     continue;
                 }
                 Some(Event::Reconfigure(config)) => router.handle_reconfigure(*config),
+                Some(Event::Gather(gather)) => match &mut outboxes.2 {
+                    Some(bridge) => bridge.gather(gather, &router),
+                    None => {
+                        let _ = gather.reply.send(None);
+                    }
+                },
             },
             Some(conn) = room_rx.recv() => flow.handle_room(conn, &mut router, &mut outboxes),
             Some(event) = next_link_event(&mut link_events) => {

@@ -10,8 +10,13 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::{debug, info, warn};
 
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
 use super::link::{LinkEvent, NodeKey};
 use super::link_task::{LinkHandle, LinkSettings};
+use crate::router::snapshot::{ApiCounts, PlayerInfo, StreamerInfo};
 use crate::router::{ConnId, Ending, HashMap, Node, RemoteEntry, RemoteOut, Router};
 
 /// What one node sends another (the body of a link envelope). Messages of peers travel as
@@ -53,6 +58,82 @@ pub(crate) enum Wire {
         sub: u64,
         ending: Ending,
     },
+    /// `/api` on the sender asks for this node's part of the tables.
+    Ask {
+        id: u64,
+        query: Query,
+    },
+    /// The answer to [`Wire::Ask`] number `id`.
+    Answer {
+        id: u64,
+        answer: Answer,
+    },
+}
+
+/// What `/api` asks every node: its own peers only (a proxy is its player's node's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Query {
+    Counts,
+    Streamers,
+    Players,
+}
+
+/// One node's answer to a [`Query`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Answer {
+    Counts(ApiCounts),
+    Streamers(Vec<StreamerInfo>),
+    Players(Vec<PlayerInfo>),
+}
+
+impl Query {
+    pub(crate) fn answer(self, router: &Router) -> Answer {
+        match self {
+            Self::Counts => Answer::Counts(router.api_counts()),
+            Self::Streamers => Answer::Streamers(router.streamers()),
+            Self::Players => Answer::Players(router.players()),
+        }
+    }
+}
+
+/// Every node's answer, this node's first, then the others' in the order they came up; a node
+/// that goes down before it answers is left out.
+pub(crate) type Answers = Vec<(Arc<str>, Answer)>;
+
+/// A question for the whole cluster, from `/api`; `None` is the answer on a node alone.
+#[derive(Debug)]
+pub(crate) struct Gather {
+    pub(crate) query: Query,
+    pub(crate) reply: oneshot::Sender<Option<Answers>>,
+}
+
+/// A [`Gather`] waiting for other nodes.
+#[derive(Debug)]
+struct Pending {
+    waiting: Vec<Node>,
+    answers: Vec<(Node, Arc<str>, Answer)>,
+    reply: Option<oneshot::Sender<Option<Answers>>>,
+}
+
+/// This node's number among the answers: before every other node's.
+const ME: Node = Node(u32::MAX);
+
+impl Pending {
+    /// Replies if no node is left to answer; true if it did.
+    fn try_finish(&mut self) -> bool {
+        if !self.waiting.is_empty() {
+            return false;
+        }
+        let mut answers = std::mem::take(&mut self.answers);
+        answers.sort_by_key(|(node, ..)| (*node != ME, node.0));
+        let answers = answers.into_iter().map(|(_, n, a)| (n, a)).collect();
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(Some(answers));
+        }
+        true
+    }
 }
 
 /// What the router task needs of a cluster: the link, its events, and where this node's player
@@ -128,6 +209,9 @@ pub(crate) struct Bridge {
     nodes: HashMap<NodeKey, Node>,
     keys: HashMap<Node, NodeKey>,
     next: u32,
+    /// `/api` questions waiting for other nodes, by number.
+    pending: HashMap<u64, Pending>,
+    next_ask: u64,
 }
 
 impl Bridge {
@@ -137,7 +221,59 @@ impl Bridge {
             nodes: HashMap::default(),
             keys: HashMap::default(),
             next: 0,
+            pending: HashMap::default(),
+            next_ask: 0,
         }
+    }
+
+    /// Asks every node up for its part of the tables; replies once each has answered or gone.
+    pub(crate) fn gather(&mut self, gather: Gather, router: &Router) {
+        let me: Arc<str> = self.link.me().id;
+        let id = self.next_ask;
+        self.next_ask += 1;
+        let mut pending = Pending {
+            waiting: self.keys.keys().copied().collect(),
+            answers: vec![(ME, me, gather.query.answer(router))],
+            reply: Some(gather.reply),
+        };
+        for &node in &pending.waiting {
+            self.send_to(
+                node,
+                Wire::Ask {
+                    id,
+                    query: gather.query,
+                },
+            );
+        }
+        if !pending.try_finish() {
+            self.pending.insert(id, pending);
+        }
+    }
+
+    fn answered(&mut self, node: Node, id: u64, answer: Answer) {
+        let Some(pending) = self.pending.get_mut(&id) else {
+            return;
+        };
+        let Some(at) = pending.waiting.iter().position(|&n| n == node) else {
+            return;
+        };
+        pending.waiting.swap_remove(at);
+        let name = self
+            .keys
+            .get(&node)
+            .map_or_else(|| Arc::from("?"), |k| k.id.clone());
+        pending.answers.push((node, name, answer));
+        if pending.try_finish() {
+            self.pending.remove(&id);
+        }
+    }
+
+    /// A node went down: questions stop waiting for it.
+    fn forget_asks(&mut self, node: Node) {
+        self.pending.retain(|_, pending| {
+            pending.waiting.retain(|&n| n != node);
+            !pending.try_finish()
+        });
     }
 
     /// Sends what the router asks for to the node it names; a node gone since is skipped
@@ -275,6 +411,7 @@ impl Bridge {
                 };
                 self.keys.remove(&node);
                 warn!(node = %key, "cluster: node down; its peers leave");
+                self.forget_asks(node);
                 router.handle_node_down(node);
             }
             LinkEvent::Message(key, wire) => {
@@ -282,7 +419,14 @@ impl Bridge {
                     debug!(node = %key, "a message from a node not up; dropped");
                     return;
                 };
-                deliver(node, wire, router, now_ms);
+                match wire {
+                    Wire::Ask { id, query } => {
+                        let answer = query.answer(router);
+                        self.send_to(node, Wire::Answer { id, answer });
+                    }
+                    Wire::Answer { id, answer } => self.answered(node, id, answer),
+                    wire => deliver(node, wire, router, now_ms),
+                }
             }
         }
     }
@@ -328,6 +472,8 @@ fn deliver(node: Node, wire: Wire, router: &mut Router, now_ms: &impl Fn() -> u6
             sub,
             ending,
         } => router.handle_remote_ended(node, ConnId(player), sub, ending),
+        // Answered by the bridge itself.
+        Wire::Ask { .. } | Wire::Answer { .. } => {}
     }
 }
 

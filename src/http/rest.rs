@@ -35,6 +35,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
+use crate::cluster::bridge::{Answer, Answers, Query};
 use crate::reload::Live;
 use crate::router::snapshot::{PlayerInfo, StreamerInfo};
 use crate::router::{Role, Router};
@@ -111,6 +112,13 @@ impl Rest {
             return Err(unavailable());
         };
         self.router.inspect(read).await.ok_or_else(unavailable)
+    }
+
+    /// In a cluster, every node's answer to `query` (each node reports its own peers); `None`
+    /// on a node alone, which then reads its tables as [`Self::read`].
+    async fn gather(&self, query: Query) -> Option<Answers> {
+        let _permit = self.reads.acquire().await.ok()?;
+        self.router.gather(query).await
     }
 }
 
@@ -202,6 +210,9 @@ fn message(status: StatusCode, text: impl Into<String>) -> Response {
 #[serde(rename_all = "camelCase")]
 struct PlayerJson<'a> {
     player_id: &'a str,
+    /// In a cluster, the node the peer is connected to (absent on a node alone, as in Wilbur).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -214,6 +225,7 @@ impl<'a> From<&'a PlayerInfo> for PlayerJson<'a> {
     fn from(p: &'a PlayerInfo) -> Self {
         Self {
             player_id: &p.player_id,
+            node: None,
             kind: type_name(p.role),
             subscribed_to: p.subscribed_to.as_deref(),
             remote_address: p.remote,
@@ -225,6 +237,9 @@ impl<'a> From<&'a PlayerInfo> for PlayerJson<'a> {
 #[serde(rename_all = "camelCase")]
 struct StreamerJson<'a> {
     streamer_id: &'a str,
+    /// In a cluster, the node the peer is connected to (absent on a node alone, as in Wilbur).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
     #[serde(rename = "type")]
     kind: &'static str,
     streaming: bool,
@@ -237,6 +252,7 @@ impl<'a> From<&'a StreamerInfo> for StreamerJson<'a> {
     fn from(s: &'a StreamerInfo) -> Self {
         Self {
             streamer_id: &s.streamer_id,
+            node: None,
             kind: type_name(s.role),
             streaming: s.streaming,
             remote_address: s.remote,
@@ -254,13 +270,64 @@ fn type_name(role: Role) -> &'static str {
     }
 }
 
+/// The streamers of every node, each with its node's name.
+fn cluster_streamers(answers: &Answers) -> Vec<StreamerJson<'_>> {
+    let mut out = Vec::new();
+    for (node, answer) in answers {
+        if let Answer::Streamers(list) = answer {
+            out.extend(list.iter().map(|s| StreamerJson {
+                node: Some(node),
+                ..StreamerJson::from(s)
+            }));
+        }
+    }
+    out
+}
+
+/// The players of every node, each with its node's name.
+fn cluster_players(answers: &Answers) -> Vec<PlayerJson<'_>> {
+    let mut out = Vec::new();
+    for (node, answer) in answers {
+        if let Answer::Players(list) = answer {
+            out.extend(list.iter().map(|p| PlayerJson {
+                node: Some(node),
+                ..PlayerJson::from(p)
+            }));
+        }
+    }
+    out
+}
+
 /// `GET /api/status`.
 async fn status(State(rest): State<Rest>) -> Response {
+    let uptime = u64::try_from(rest.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if let Some(answers) = rest.gather(Query::Counts).await {
+        // The whole cluster's counts, and each node's.
+        let nodes: Vec<Value> = answers
+            .iter()
+            .filter_map(|(node, answer)| match answer {
+                Answer::Counts(c) => Some(json!({
+                    "node": &**node,
+                    "streamer_count": c.streamers,
+                    "player_count": c.players,
+                })),
+                _ => None,
+            })
+            .collect();
+        let sum = |key: &str| nodes.iter().filter_map(|n| n[key].as_u64()).sum::<u64>();
+        return Json(json!({
+            "uptime": uptime,
+            "streamer_count": sum("streamer_count"),
+            "player_count": sum("player_count"),
+            "version": env!("CARGO_PKG_VERSION"),
+            "nodes": nodes,
+        }))
+        .into_response();
+    }
     let counts = match rest.read(Router::api_counts).await {
         Ok(counts) => counts,
         Err(response) => return response,
     };
-    let uptime = u64::try_from(rest.started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Json(json!({
         "uptime": uptime,
         "streamer_count": counts.streamers,
@@ -272,6 +339,9 @@ async fn status(State(rest): State<Rest>) -> Response {
 
 /// `GET /api/streamers`.
 async fn streamers(State(rest): State<Rest>) -> Response {
+    if let Some(answers) = rest.gather(Query::Streamers).await {
+        return Json(cluster_streamers(&answers)).into_response();
+    }
     match rest.read(Router::streamers).await {
         Ok(list) => Json(list.iter().map(StreamerJson::from).collect::<Vec<_>>()).into_response(),
         Err(response) => response,
@@ -284,6 +354,18 @@ async fn streamer(State(rest): State<Rest>, id: Result<Path<String>, PathRejecti
         Ok(Path(id)) => id,
         Err(e) => return message(StatusCode::BAD_REQUEST, format!("Bad streamer id: {e}")),
     };
+    if let Some(answers) = rest.gather(Query::Streamers).await {
+        return match cluster_streamers(&answers)
+            .into_iter()
+            .find(|s| s.streamer_id == id)
+        {
+            Some(s) => Json(s).into_response(),
+            None => message(
+                StatusCode::NOT_FOUND,
+                format!("No streamer id matches {id}."),
+            ),
+        };
+    }
     let wanted = id.clone();
     match rest.read(move |router| router.streamer(&wanted)).await {
         Ok(Some(s)) => Json(StreamerJson::from(&s)).into_response(),
@@ -297,6 +379,9 @@ async fn streamer(State(rest): State<Rest>, id: Result<Path<String>, PathRejecti
 
 /// `GET /api/players`.
 async fn players(State(rest): State<Rest>) -> Response {
+    if let Some(answers) = rest.gather(Query::Players).await {
+        return Json(cluster_players(&answers)).into_response();
+    }
     match rest.read(Router::players).await {
         Ok(list) => Json(list.iter().map(PlayerJson::from).collect::<Vec<_>>()).into_response(),
         Err(response) => response,
@@ -309,6 +394,15 @@ async fn player(State(rest): State<Rest>, id: Result<Path<String>, PathRejection
         Ok(Path(id)) => id,
         Err(e) => return message(StatusCode::BAD_REQUEST, format!("Bad player id: {e}")),
     };
+    if let Some(answers) = rest.gather(Query::Players).await {
+        return match cluster_players(&answers)
+            .into_iter()
+            .find(|p| p.player_id == id)
+        {
+            Some(p) => Json(p).into_response(),
+            None => message(StatusCode::NOT_FOUND, format!("No player ID matches {id}.")),
+        };
+    }
     let wanted = id.clone();
     match rest.read(move |router| router.player(&wanted)).await {
         Ok(Some(p)) => Json(PlayerJson::from(&p)).into_response(),

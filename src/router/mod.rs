@@ -55,7 +55,7 @@ impl fmt::Display for ConnId {
 }
 
 /// Which port a connection arrived on; it fixes what the connection may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
 pub enum Role {
     Streamer,

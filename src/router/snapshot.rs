@@ -13,10 +13,12 @@ use std::net::IpAddr;
 use super::{ConnId, Entry, Peer, Role, Router, SubState, Subscriber};
 
 /// A player-port connection, or an SFU in its player role (Wilbur registers an SFU as both).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable: another node of a cluster asks for it (`/api` shows the whole cluster).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlayerInfo {
     /// Orders lists: connections in the order they were accepted, as Wilbur's registry keeps
-    /// them (the REST layer does not show it).
+    /// them (the REST layer does not show it; it stays on its node).
+    #[serde(skip, default = "no_conn")]
     pub conn: ConnId,
     pub player_id: String,
     /// [`Role::Player`] or [`Role::Sfu`].
@@ -27,7 +29,7 @@ pub struct PlayerInfo {
 }
 
 /// A streamer-port connection, or an SFU in its streamer role.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamerInfo {
     pub streamer_id: String,
     /// [`Role::Streamer`] or [`Role::Sfu`].
@@ -40,10 +42,14 @@ pub struct StreamerInfo {
 
 /// How many entries (streamers and SFUs) and subscribers (players and SFUs) are connected;
 /// an SFU counts in both, as in Wilbur's `/api/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiCounts {
     pub streamers: usize,
     pub players: usize,
+}
+
+fn no_conn() -> ConnId {
+    ConnId(0)
 }
 
 impl Router {

@@ -23,8 +23,12 @@ struct NodeProcess {
 
 impl NodeProcess {
     async fn start(redis: &RedisServer, name: &str) -> Self {
+        Self::start_with(redis, name, &[]).await
+    }
+
+    async fn start_with(redis: &RedisServer, name: &str, extra: &[&str]) -> Self {
         let url = redis.url();
-        let (child, lines, streamer, player, seen) = start_logged(&[
+        let mut args = vec![
             "--redis_url",
             &url,
             "--node_id",
@@ -33,8 +37,9 @@ impl NodeProcess {
             HEARTBEAT,
             "--cluster_node_timeout",
             NODE_TIMEOUT,
-        ])
-        .await;
+        ];
+        args.extend_from_slice(extra);
+        let (child, lines, streamer, player, seen) = start_logged(&args).await;
         let sfu = seen
             .iter()
             .find_map(|l| crate::binary::listening_addr(l, "SFU"))
@@ -312,4 +317,93 @@ async fn redis_restarted_mid_run_ends_cross_node_pairs_once_and_then_they_work_a
     negotiate(&mut st, &mut pb2, &id_b2).await;
     // Nothing more came: no second playerDisconnected for the first player of B.
     sync(&mut st).await;
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let response = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.expect("JSON")
+}
+
+#[tokio::test]
+async fn the_rest_api_of_any_node_shows_the_whole_cluster_with_each_peers_node() {
+    let redis = RedisServer::start().await;
+    let api = ["--rest_api", "true"];
+    let a = NodeProcess::start_with(&redis, "a", &api).await;
+    let b = NodeProcess::start_with(&redis, "b", &api).await;
+    let c = NodeProcess::start_with(&redis, "c", &api).await;
+    let mut st = a.streamer("S").await;
+    let mut pa = a.player("player on a").await;
+    subscribe(&mut pa, "S").await;
+    let id_a = connected_id(&mut st).await;
+    let mut pb = b.player("player on b").await;
+    wait_for_list(&mut pb, &["S"]).await;
+    subscribe(&mut pb, "S").await;
+    let id_b = connected_id(&mut st).await;
+    let mut pc = c.player("player on c").await;
+    wait_for_list(&mut pc, &["S"]).await;
+    // Asked on C, which holds neither the streamer nor a subscribed player.
+    let status = get_json(c.player, "/api/status").await;
+    assert_eq!(status["streamer_count"], 1, "{status}");
+    assert_eq!(status["player_count"], 3, "{status}");
+    let mut nodes: Vec<(String, u64)> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap_or_default().to_owned(),
+                n["player_count"].as_u64().unwrap_or(9),
+            )
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        [
+            ("a".to_owned(), 1),
+            ("b".to_owned(), 1),
+            ("c".to_owned(), 1)
+        ]
+    );
+    let streamers = get_json(c.player, "/api/streamers").await;
+    assert_eq!(streamers.as_array().map(Vec::len), Some(1), "{streamers}");
+    assert_eq!(streamers[0]["streamerId"], "S");
+    assert_eq!(streamers[0]["node"], "a");
+    let mut subscribers: Vec<&str> = streamers[0]["subscribers"]
+        .as_array()
+        .expect("subscribers")
+        .iter()
+        .filter_map(|s| s["playerId"].as_str())
+        .collect();
+    subscribers.sort_unstable();
+    let mut want = vec![id_a.as_str(), id_b.as_str()];
+    want.sort_unstable();
+    assert_eq!(subscribers, want);
+    let player = get_json(c.player, &format!("/api/players/{id_b}")).await;
+    assert_eq!(player["node"], "b", "{player}");
+    assert_eq!(player["playerId"], id_b.as_str());
+    let players = get_json(a.player, "/api/players").await;
+    let mut listed: Vec<(String, String)> = players
+        .as_array()
+        .expect("players")
+        .iter()
+        .map(|p| {
+            (
+                p["node"].as_str().unwrap_or_default().to_owned(),
+                p["playerId"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed.len(), 3, "{players}");
+    assert_eq!(listed[0], ("a".to_owned(), id_a.clone()));
+    assert_eq!(listed[1], ("b".to_owned(), id_b.clone()));
+    assert_eq!(listed[2].0, "c");
+    let missing = reqwest::get(format!("http://{}/api/streamers/nope", b.player))
+        .await
+        .expect("GET");
+    assert_eq!(missing.status(), 404);
 }
