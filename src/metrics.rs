@@ -28,6 +28,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use crate::cluster::bridge::{Answer, Answers, Query};
 use crate::router::Role;
 use crate::router_task::RouterHandle;
 use crate::sessions::task::SessionsHandle;
@@ -500,7 +501,11 @@ impl Metrics {
                 self.sse_events_queued.set(queued as f64);
             }
         }
-        self.handle.render()
+        let mut text = self.handle.render();
+        if let Some(answers) = &tables.cluster {
+            render_cluster(answers, &mut text);
+        }
+        text
     }
 }
 
@@ -510,10 +515,43 @@ impl Metrics {
 pub(crate) struct Negotiation(AtomicU64);
 
 /// What a scrape reads from the tasks that own the tables; `None` once one has stopped.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Tables {
     pub(crate) router: Option<(usize, usize)>,
     pub(crate) sessions: Option<(usize, usize)>,
+    /// In a cluster, every node's counts (this node's first).
+    pub(crate) cluster: Option<Answers>,
+}
+
+/// The cluster's families, appended to the exporter's text. Written by hand: their series are
+/// exactly the nodes that answered this scrape, where a registered gauge would keep a dead
+/// node's last value forever. Node ids are printable ASCII; `\` and `"` are escaped anyway.
+fn render_cluster(answers: &Answers, out: &mut String) {
+    use std::fmt::Write;
+    out.push_str(
+        "# HELP signalling_cluster_nodes Nodes of the cluster that answered this scrape, this one included.\n\
+         # TYPE signalling_cluster_nodes gauge\n",
+    );
+    let _ = writeln!(out, "signalling_cluster_nodes {}", answers.len());
+    out.push_str(
+        "# HELP signalling_cluster_peers Peers connected to each node of the cluster (an SFU counts as both).\n\
+         # TYPE signalling_cluster_peers gauge\n",
+    );
+    for (node, answer) in answers {
+        if let Answer::Counts(counts) = answer {
+            let node = node.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "signalling_cluster_peers{{node=\"{node}\",kind=\"streamers\"}} {}",
+                counts.streamers
+            );
+            let _ = writeln!(
+                out,
+                "signalling_cluster_peers{{node=\"{node}\",kind=\"players\"}} {}",
+                counts.players
+            );
+        }
+    }
 }
 
 /// What `/metrics` needs.
@@ -562,6 +600,7 @@ async fn metrics(State(scrape): State<Scrape>, headers: HeaderMap) -> Response {
             .inspect(|r| (r.counts().streamers, r.subscription_count()))
             .await,
         sessions: scrape.sessions.gauges().await.ok(),
+        cluster: scrape.router.gather(Query::Counts).await,
     };
     (
         StatusCode::OK,

@@ -57,9 +57,39 @@ fn counts_show_in_the_rendered_text() {
     let text = m.render(Tables {
         router: Some((2, 3)),
         sessions: Some((4, 5)),
+        cluster: Some(vec![
+            (
+                std::sync::Arc::from("a"),
+                crate::cluster::bridge::Answer::Counts(crate::router::snapshot::ApiCounts {
+                    streamers: 6,
+                    players: 7,
+                }),
+            ),
+            (
+                std::sync::Arc::from(r#"b"\"#),
+                crate::cluster::bridge::Answer::Counts(crate::router::snapshot::ApiCounts {
+                    streamers: 0,
+                    players: 8,
+                }),
+            ),
+        ]),
     });
     let at = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
     assert_eq!(at(r#"signalling_connections{role="player"}"#), 1.0);
+    assert_eq!(at("signalling_cluster_nodes"), 2.0);
+    assert_eq!(
+        at(r#"signalling_cluster_peers{node="a",kind="streamers"}"#),
+        6.0
+    );
+    assert_eq!(
+        at(r#"signalling_cluster_peers{node="a",kind="players"}"#),
+        7.0
+    );
+    // A quote and a backslash in a node id are escaped as the text format says.
+    assert_eq!(
+        at(r#"signalling_cluster_peers{node="b\"\\",kind="players"}"#),
+        8.0
+    );
     assert_eq!(at(r#"signalling_connections_total{role="player"}"#), 2.0);
     assert_eq!(
         at(r#"signalling_closes_total{role="player",code="1000"}"#),

@@ -406,4 +406,20 @@ async fn the_rest_api_of_any_node_shows_the_whole_cluster_with_each_peers_node()
         .await
         .expect("GET");
     assert_eq!(missing.status(), 404);
+    // /metrics of any node: every node's peers.
+    let metrics = reqwest::get(format!("http://{}/metrics", b.player))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "signalling_cluster_nodes 3",
+        r#"signalling_cluster_peers{node="a",kind="streamers"} 1"#,
+        r#"signalling_cluster_peers{node="a",kind="players"} 1"#,
+        r#"signalling_cluster_peers{node="b",kind="players"} 1"#,
+        r#"signalling_cluster_peers{node="c",kind="players"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
