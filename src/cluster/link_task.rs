@@ -229,11 +229,15 @@ where
     B: Serialize + DeserializeOwned + Send + 'static,
 {
     let url = redacted(&settings.redis_url);
-    let client =
-        redis::Client::open(settings.redis_url.as_str()).map_err(|cause| LinkError::BadUrl {
-            url: url.clone(),
-            cause,
-        })?;
+    let bad_url = |cause| LinkError::BadUrl {
+        url: url.clone(),
+        cause,
+    };
+    // No Nagle: an envelope waits for nothing (a pipeline is one write anyway).
+    let info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.as_str())
+        .map_err(bad_url)?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    let client = redis::Client::open(info.set_tcp_settings(tcp)).map_err(bad_url)?;
     let write_timeout = settings.node_timeout.max(Duration::from_millis(500));
     let writer = match connect(&client, write_timeout).await {
         Ok(conn) => Some(conn),

@@ -250,6 +250,13 @@ fn check_node(node: &Node, sent: &HashMap<(NodeKey, NodeKey), Vec<u64>>) {
                     !dead.contains(key),
                     "{key} came up again after it was declared dead"
                 );
+                let other_up = state
+                    .iter()
+                    .find(|((inc, k), s)| *inc == *me && k.id == key.id && **s == State::Up);
+                assert_eq!(
+                    other_up, None,
+                    "{key} up while another incarnation of it is"
+                );
                 let previous = state.insert((*me, key.clone()), State::Up);
                 assert_eq!(previous, None, "{key} up twice in incarnation {me}");
             }
@@ -557,9 +564,13 @@ fn malformed_envelopes_and_unsequenced_impostors_are_dropped() {
             r#"{{"from":"n0","inc":{},"to_inc":{},"seq":0,"body":7}}"#,
             k0.inc, k1.inc
         ),
-        // A death notice for another incarnation of n1.
+        // A death notice for another incarnation of n1, or for none.
         format!(
             r#"{{"from":"n0","inc":{},"to_inc":1,"seq":0,"body":{DEAD}}}"#,
+            k0.inc
+        ),
+        format!(
+            r#"{{"from":"n0","inc":{},"to_inc":0,"seq":0,"body":{DEAD}}}"#,
             k0.inc
         ),
     ] {
