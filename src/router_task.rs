@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::cluster::bridge::{Answers, Bridge, Gather, Query, Wire, Wiring};
+use crate::cluster::bridge::{Answers, Bridge, Claimed, Gather, Query, Wire, Wiring};
 use crate::cluster::link::LinkEvent;
 use crate::metrics::{Limit, Metrics};
 use crate::queue::{self, Lane, TrySendError};
@@ -441,7 +441,13 @@ async fn run(
     } = inputs;
     let Reports { counts, metrics } = reports;
     let (bridge, mut link_events) = match cluster {
-        Some(Wiring { link, events, .. }) => (Some(Bridge::new(link)), Some(events)),
+        Some(Wiring {
+            link,
+            events,
+            claims,
+            claimed,
+            ..
+        }) => (Some(Bridge::new(link, claims)), Some((events, claimed))),
         None => (None, None),
     };
     let Timers {
@@ -523,11 +529,17 @@ async fn run(
                 },
             },
             Some(conn) = room_rx.recv() => flow.handle_room(conn, &mut router, &mut outboxes),
-            Some(event) = next_link_event(&mut link_events) => {
-                if let Some(bridge) = &mut outboxes.2 {
-                    bridge.handle(event, &mut router, &now);
+            event = next_link_event(&mut link_events) => match event {
+                Some(ClusterInput::Link(event)) => {
+                    if let Some(bridge) = &mut outboxes.2 {
+                        bridge.handle(event, &mut router, &now);
+                    }
                 }
-            }
+                Some(ClusterInput::Claimed((entry, id, granted))) => {
+                    router.handle_claimed(entry, id, granted);
+                }
+                None => link_events = None,
+            },
             _ = ticker.tick(), if ping_enabled => router.handle_tick(wall_ms()),
             _ = flow_ticker.tick(), if !flow.is_idle() => {
                 flow.handle_tick(now(), &mut router, &mut outboxes);
@@ -542,13 +554,26 @@ async fn run(
     debug!("router task ended");
 }
 
-/// The next event of the cluster link; never, on a node alone.
+/// What the cluster brings the router task.
+enum ClusterInput {
+    Link(LinkEvent<Wire>),
+    Claimed(Claimed),
+}
+
+/// The next event of the cluster link or answer to an id claim; never, on a node alone (or
+/// once the link has stopped: `None` turns the branch off).
 async fn next_link_event(
-    events: &mut Option<mpsc::Receiver<LinkEvent<Wire>>>,
-) -> Option<LinkEvent<Wire>> {
-    match events {
-        Some(events) => events.recv().await,
-        None => std::future::pending().await,
+    inputs: &mut Option<(
+        mpsc::Receiver<LinkEvent<Wire>>,
+        mpsc::UnboundedReceiver<Claimed>,
+    )>,
+) -> Option<ClusterInput> {
+    let Some((events, claimed)) = inputs else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        Some(claim) = claimed.recv() => Some(ClusterInput::Claimed(claim)),
+        event = events.recv() => event.map(ClusterInput::Link),
     }
 }
 

@@ -626,6 +626,7 @@ fn router_config(config: &Config, ice: Arc<Ice>) -> Result<RouterConfig, ServerE
         max_player_count: config.max_player_count,
         player_count_updates: config.player_count_updates,
         subscribe_at_connect: config.subscribe_at_connect,
+        claim_ids: config.cluster.enabled(),
     })
 }
 

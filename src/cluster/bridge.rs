@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::link::{LinkEvent, NodeKey};
 use super::link_task::{LinkHandle, LinkSettings};
@@ -142,6 +142,9 @@ pub(crate) struct Wiring {
     pub(crate) link: LinkHandle<Wire>,
     pub(crate) events: tokio::sync::mpsc::Receiver<LinkEvent<Wire>>,
     pub(crate) first_player: u64,
+    pub(crate) claims: Claims,
+    /// The answers to the router's id claims, in the order it asked.
+    pub(crate) claimed: mpsc::UnboundedReceiver<Claimed>,
 }
 
 impl std::fmt::Debug for Wiring {
@@ -167,7 +170,10 @@ pub(crate) async fn start(
     let url = settings.redis_url.clone();
     let key = format!("{}:player_block", settings.key_prefix);
     let start_alone = settings.start_alone;
-    let (link, events) = super::link_task::start(settings, shutdown).await?;
+    let node_id = settings.node_id.clone();
+    let prefix = settings.key_prefix.clone();
+    let (link, events) = super::link_task::start(settings, shutdown.clone()).await?;
+    let (claims, claimed) = Claims::start(&url, &prefix, &node_id, shutdown);
     let block = match take_block(&url, &key).await {
         Ok(block) => block.saturating_sub(1),
         Err(e) if start_alone => {
@@ -189,6 +195,8 @@ pub(crate) async fn start(
         link,
         events,
         first_player,
+        claims,
+        claimed,
     })
 }
 
@@ -203,8 +211,172 @@ async fn take_block(url: &str, key: &str) -> redis::RedisResult<u64> {
     redis::cmd("INCR").arg(key).query_async(&mut conn).await
 }
 
+/// The answer to one id claim: (entry, id, granted).
+pub(crate) type Claimed = (ConnId, String, bool);
+
+/// What the claims worker does, in order.
+enum ClaimJob {
+    /// Claim `id` for `entry` as `owner` (`node_id/incarnation`).
+    Claim {
+        entry: ConnId,
+        id: String,
+        owner: String,
+    },
+    /// Give `id` back (held by any incarnation of this node).
+    Release { id: String },
+    /// Claim these again (Redis came back, perhaps empty).
+    Reclaim { ids: Vec<String>, owner: String },
+    /// A dead incarnation's ids: removed where it still holds them.
+    Forget { ids: Vec<String>, owner: String },
+}
+
+/// Entry ids claimed in Redis (`<prefix>:streamer:<id>` = `node_id/incarnation`), so two nodes
+/// never confirm the same id: each claim is one atomic script. One worker task runs the jobs in
+/// the order the router asked (a release and a new claim of one id never swap). A node may
+/// take over its own earlier incarnation's claims; a dead incarnation's claims are removed by
+/// the nodes that see it die. With Redis unreachable a claim is granted (peers of this node
+/// keep being served) and claimed again when Redis is back.
+#[derive(Clone)]
+pub(crate) struct Claims {
+    jobs: mpsc::UnboundedSender<ClaimJob>,
+    node_id: Arc<str>,
+}
+
+/// Takes `KEYS[1]` for `ARGV[1]` (the owner) if it is free or held by any incarnation of this
+/// node (`ARGV[2]`, `node_id/`).
+const CLAIM: &str = "local cur = redis.call('GET', KEYS[1]) \
+    if (not cur) or cur == ARGV[1] or string.sub(cur, 1, string.len(ARGV[2])) == ARGV[2] then \
+    redis.call('SET', KEYS[1], ARGV[1]) return 1 end return 0";
+/// Deletes `KEYS[1]` if held by any incarnation of this node (`ARGV[1]`, `node_id/`).
+const RELEASE: &str = "local cur = redis.call('GET', KEYS[1]) \
+    if cur and string.sub(cur, 1, string.len(ARGV[1])) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) end return 0";
+/// Deletes `KEYS[1]` if held by exactly `ARGV[1]` (a dead incarnation).
+const FORGET: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) end return 0";
+
+impl Claims {
+    fn start(
+        url: &str,
+        prefix: &str,
+        node_id: &str,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> (Self, mpsc::UnboundedReceiver<Claimed>) {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let (answers, claimed) = mpsc::unbounded_channel();
+        let worker = ClaimWorker {
+            url: url.to_owned(),
+            key: format!("{prefix}:streamer:"),
+            mine: format!("{node_id}/"),
+            conn: None,
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = worker.run(queue, answers) => {}
+            }
+        });
+        (
+            Self {
+                jobs,
+                node_id: Arc::from(node_id),
+            },
+            claimed,
+        )
+    }
+
+    fn owner(&self, me: &NodeKey) -> String {
+        format!("{}/{}", self.node_id, me.inc)
+    }
+
+    fn queue(&self, job: ClaimJob) {
+        let _ = self.jobs.send(job);
+    }
+}
+
+struct ClaimWorker {
+    url: String,
+    /// `<prefix>:streamer:`
+    key: String,
+    /// `node_id/`
+    mine: String,
+    conn: Option<redis::aio::MultiplexedConnection>,
+}
+
+impl ClaimWorker {
+    async fn run(
+        mut self,
+        mut queue: mpsc::UnboundedReceiver<ClaimJob>,
+        answers: mpsc::UnboundedSender<Claimed>,
+    ) {
+        while let Some(job) = queue.recv().await {
+            match job {
+                ClaimJob::Claim { entry, id, owner } => {
+                    let granted = match self.script(CLAIM, &id, &[&owner, &self.mine.clone()]).await
+                    {
+                        Ok(n) => n == 1,
+                        Err(e) => {
+                            warn!(
+                                "cluster: cannot claim a streamer id in Redis ({e}); granted on this node alone"
+                            );
+                            true
+                        }
+                    };
+                    let _ = answers.send((entry, id, granted));
+                }
+                ClaimJob::Release { id } => {
+                    let mine = self.mine.clone();
+                    let _ = self.script(RELEASE, &id, &[&mine]).await;
+                }
+                ClaimJob::Reclaim { ids, owner } => {
+                    for id in ids {
+                        let mine = self.mine.clone();
+                        if let Ok(0) = self.script(CLAIM, &id, &[&owner, &mine]).await {
+                            warn!(id = %crate::logging::peer_str(&id), "cluster: another node claimed this streamer id while Redis was away; both keep it");
+                        }
+                    }
+                }
+                ClaimJob::Forget { ids, owner } => {
+                    for id in ids {
+                        let _ = self.script(FORGET, &id, &[&owner]).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one script on the id's key; (re)connects first if needed.
+    async fn script(&mut self, script: &str, id: &str, args: &[&str]) -> redis::RedisResult<i64> {
+        if self.conn.is_none() {
+            let client = redis::Client::open(self.url.as_str())?;
+            let conn = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+            })??;
+            self.conn = Some(conn);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(0);
+        };
+        let result = redis::Script::new(script)
+            .key(format!("{}{id}", self.key))
+            .arg(args)
+            .invoke_async(conn)
+            .await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+}
+
 /// The nodes up, numbered for the routing core (a node that comes back is a new number).
 pub(crate) struct Bridge {
+    claims: Claims,
     link: LinkHandle<Wire>,
     nodes: HashMap<NodeKey, Node>,
     keys: HashMap<Node, NodeKey>,
@@ -215,8 +387,9 @@ pub(crate) struct Bridge {
 }
 
 impl Bridge {
-    pub(crate) fn new(link: LinkHandle<Wire>) -> Self {
+    pub(crate) fn new(link: LinkHandle<Wire>, claims: Claims) -> Self {
         Self {
+            claims,
             link,
             nodes: HashMap::default(),
             keys: HashMap::default(),
@@ -280,6 +453,11 @@ impl Bridge {
     /// (its end was handled when it went down).
     pub(crate) fn send(&mut self, out: RemoteOut) {
         let (node, wire) = match out {
+            RemoteOut::Claim { entry, id } => {
+                let owner = self.claims.owner(&self.link.me());
+                return self.claims.queue(ClaimJob::Claim { entry, id, owner });
+            }
+            RemoteOut::Release { id } => return self.claims.queue(ClaimJob::Release { id }),
             RemoteOut::Subscribe {
                 node,
                 player,
@@ -390,7 +568,15 @@ impl Bridge {
         now_ms: &impl Fn() -> u64,
     ) {
         match event {
-            LinkEvent::Connected => info!("cluster: connected to Redis"),
+            LinkEvent::Connected => {
+                info!("cluster: connected to Redis");
+                // Redis may have come back empty: this node's ids are claimed again.
+                let owner = self.claims.owner(&self.link.me());
+                self.claims.queue(ClaimJob::Reclaim {
+                    ids: router.claimed_ids(),
+                    owner,
+                });
+            }
             LinkEvent::Disconnected => warn!("cluster: Redis lost; reconnecting"),
             LinkEvent::Up(key) => {
                 let node = Node(self.next);
@@ -411,6 +597,10 @@ impl Bridge {
                 };
                 self.keys.remove(&node);
                 warn!(node = %key, "cluster: node down; its peers leave");
+                self.claims.queue(ClaimJob::Forget {
+                    ids: router.remote_ids_of(node),
+                    owner: format!("{}/{}", key.id, key.inc),
+                });
                 self.forget_asks(node);
                 router.handle_node_down(node);
             }

@@ -155,6 +155,9 @@ pub struct RouterConfig {
     /// Cirrus UE5.0/5.1: a player is subscribed to the first streamer at connect (its page never
     /// subscribes), and closed 1013 when no streamer is connected.
     pub subscribe_at_connect: bool,
+    /// Cluster mode: an entry id an `endpointId` asks for is claimed cluster-wide (an atomic
+    /// claim the cluster layer makes) before it is confirmed (PROTOCOL.md §13).
+    pub claim_ids: bool,
 }
 
 impl Default for RouterConfig {
@@ -170,6 +173,7 @@ impl Default for RouterConfig {
             max_player_count: None,
             player_count_updates: false,
             subscribe_at_connect: false,
+            claim_ids: false,
         }
     }
 }
@@ -240,6 +244,9 @@ struct Entry {
     remote: Option<IpAddr>,
     /// The ids its token lets it claim with `endpointId` (`streamer_tokens`).
     scope: Scope,
+    /// Cluster mode: its id is claimed cluster-wide (a placeholder id is not), or a claim is
+    /// under way.
+    claim: remote::Claim,
 }
 
 /// A player-port connection, or an SFU acting as a player.

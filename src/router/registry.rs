@@ -33,6 +33,7 @@ impl Router {
             player_subscribers: 0,
             remote: None,
             scope: Scope::all(),
+            claim: super::remote::Claim::None,
         }
     }
 
@@ -66,7 +67,15 @@ impl Router {
             .filter(move |&&c| c != requester)
             .filter_map(|&c| self.entry(c))
             .map(|e| e.id.as_str())
-            .chain(self.remote_entries().map(|e| e.id.as_str()));
+            .chain(
+                self.remote
+                    .pending
+                    .iter()
+                    .filter(|&(&c, _)| c != requester)
+                    .map(|(_, (_, candidate))| candidate.as_str()),
+            )
+            .chain(self.remote_entries().map(|e| e.id.as_str()))
+            .chain(self.remote.claimed_elsewhere.iter().map(String::as_str));
         let mut highest: Option<&str> = None;
         for other in others {
             let (base, digits) = split_digits(other);
@@ -82,6 +91,12 @@ impl Router {
         let held_by_other = |id: &str| {
             self.entry_ids.get(id).is_some_and(|&c| c != requester)
                 || self.remote.ids.contains_key(id)
+                || self.remote.claimed_elsewhere.contains(id)
+                || self
+                    .remote
+                    .pending
+                    .iter()
+                    .any(|(&c, (_, candidate))| c != requester && candidate == id)
         };
         if !held_by_other(&candidate) {
             return candidate;
@@ -123,6 +138,17 @@ impl Router {
             return;
         }
         let new_id = self.assign_id(conn, &requested);
+        if self.config.claim_ids && self.entry(conn).is_some_and(|e| e.id != new_id) {
+            // Confirmed once the cluster has granted the id.
+            self.claim(conn, requested, new_id);
+            return;
+        }
+        self.commit_id(conn, new_id);
+    }
+
+    /// The entry is known as `new_id` from now on: confirmed, streaming, its subscribers told
+    /// of a change.
+    pub(super) fn commit_id(&mut self, conn: ConnId, new_id: String) {
         let Some(entry) = self.entry_mut(conn) else {
             return;
         };
@@ -230,6 +256,7 @@ impl Router {
             self.table.retain(|&c| c != conn);
             self.entry_ids.remove(&entry.id);
             self.table_changed();
+            self.release_claims(conn, &entry);
             self.entry_left(&entry);
         }
         if let Some(sub) = subscriber {

@@ -87,6 +87,11 @@ pub enum RemoteOut {
         sub: u64,
         ending: Ending,
     },
+    /// Claim `id` for the local entry `entry`, atomically, cluster-wide; the answer comes back
+    /// as [`Router::handle_claimed`].
+    Claim { entry: ConnId, id: String },
+    /// This node no longer holds `id`.
+    Release { id: String },
 }
 
 /// A proxy's link to its player on another node.
@@ -121,7 +126,23 @@ pub(super) struct Remote {
     next_sub: u64,
     /// The local entries changed since [`Router::take_local_entries`] last read them.
     pub(super) local_dirty: bool,
+    /// Entries whose id claim is under way: (requested id, candidate claimed).
+    pub(super) pending: HashMap<ConnId, (String, String)>,
+    /// Ids the cluster refused this node because another node holds them, before that node's
+    /// list says so.
+    pub(super) claimed_elsewhere: std::collections::HashSet<String, foldhash::fast::RandomState>,
 }
+
+/// Whether an entry's id is claimed cluster-wide (a placeholder id never is).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Claim {
+    #[default]
+    None,
+    Held,
+}
+
+/// Refused ids kept at most (a bound on what refusals can make a node hold).
+const MAX_CLAIMED_ELSEWHERE: usize = 10_000;
 
 impl Router {
     /// The local entries, in table order, if they changed since the last call (the cluster layer
@@ -149,14 +170,99 @@ impl Router {
             .collect()
     }
 
+    /// The ids this node holds claims on (for the cluster layer to claim again after Redis
+    /// lost them).
+    pub fn claimed_ids(&self) -> Vec<String> {
+        self.table
+            .iter()
+            .filter_map(|&c| self.entry(c))
+            .filter(|e| e.claim == Claim::Held)
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
+    /// Asks the cluster for `candidate`, the id `requested` gave by PROTOCOL.md §5 for `conn`.
+    pub(super) fn claim(&mut self, conn: ConnId, requested: String, candidate: String) {
+        self.remote
+            .pending
+            .insert(conn, (requested, candidate.clone()));
+        self.outputs.push_back(Output::Remote(RemoteOut::Claim {
+            entry: conn,
+            id: candidate,
+        }));
+    }
+
+    /// The cluster's answer to [`RemoteOut::Claim`]: granted, the entry takes the id (as
+    /// `endpointId` does on one node); refused, the id is held elsewhere, and the next one by
+    /// §5's rule is claimed. A stale answer (the entry left, or asked again since) gives a
+    /// granted id back.
+    pub fn handle_claimed(&mut self, conn: ConnId, id: String, granted: bool) {
+        let current = self
+            .remote
+            .pending
+            .get(&conn)
+            .filter(|(_, candidate)| *candidate == id)
+            .cloned();
+        let Some((requested, _)) = current.filter(|_| self.entry(conn).is_some()) else {
+            if granted && self.entry(conn).is_none_or(|e| e.id != id) {
+                self.outputs
+                    .push_back(Output::Remote(RemoteOut::Release { id }));
+            }
+            return;
+        };
+        self.remote.pending.remove(&conn);
+        if !granted {
+            if self.remote.claimed_elsewhere.len() >= MAX_CLAIMED_ELSEWHERE {
+                self.remote.claimed_elsewhere.clear();
+            }
+            self.remote.claimed_elsewhere.insert(id);
+            let next = self.assign_id(conn, &requested);
+            if self.entry(conn).is_some_and(|e| e.id == next) {
+                self.commit_id(conn, next);
+            } else {
+                self.claim(conn, requested, next);
+            }
+            return;
+        }
+        if let Some(entry) = self.entry_mut(conn) {
+            let old = (entry.claim == Claim::Held && entry.id != id).then(|| entry.id.clone());
+            entry.claim = Claim::Held;
+            if let Some(old) = old {
+                self.outputs
+                    .push_back(Output::Remote(RemoteOut::Release { id: old }));
+            }
+        }
+        self.commit_id(conn, id);
+    }
+
+    /// An entry leaves: its claim, and any claim under way, go back.
+    pub(super) fn release_claims(&mut self, conn: ConnId, entry: &super::Entry) {
+        self.remote.pending.remove(&conn);
+        if entry.claim == Claim::Held {
+            self.outputs.push_back(Output::Remote(RemoteOut::Release {
+                id: entry.id.clone(),
+            }));
+        }
+    }
+
     /// `node`'s entries are now `entries` (its whole list, in its order).
     pub fn handle_remote_entries(&mut self, node: Node, entries: Vec<RemoteEntry>) {
         self.forget_entries(node);
         for e in &entries {
+            self.remote.claimed_elsewhere.remove(&e.id);
             self.remote.ids.insert(e.id.clone(), node);
         }
         self.remote.entries.insert(node, entries);
         self.lists = Default::default();
+    }
+
+    /// The ids `node` last listed.
+    pub fn remote_ids_of(&self, node: Node) -> Vec<String> {
+        self.remote
+            .entries
+            .get(&node)
+            .map(|entries| entries.iter().map(|e| e.id.clone()).collect())
+            .unwrap_or_default()
     }
 
     fn forget_entries(&mut self, node: Node) {

@@ -29,6 +29,10 @@ struct Net {
     /// Nodes that are down.
     down: Vec<u32>,
     next_conn: u64,
+    /// Redis's id claims: id → node.
+    claims: BTreeMap<String, u32>,
+    /// Each node's claim work not yet done by Redis, in order.
+    claim_jobs: BTreeMap<u32, VecDeque<RemoteOut>>,
 }
 
 impl Net {
@@ -40,7 +44,49 @@ impl Net {
             closed: Vec::new(),
             down: Vec::new(),
             next_conn: 1,
+            claims: BTreeMap::new(),
+            claim_jobs: BTreeMap::new(),
         }
+    }
+
+    /// Redis runs `node`'s next claim job. True if there was one.
+    fn claim_step(&mut self, node: u32) -> bool {
+        let Some(job) = self.claim_jobs.get_mut(&node).and_then(VecDeque::pop_front) else {
+            return false;
+        };
+        match job {
+            RemoteOut::Claim { entry, id } => {
+                let granted = self.claims.get(&id).is_none_or(|&holder| holder == node);
+                if granted {
+                    self.claims.insert(id.clone(), node);
+                }
+                self.routers[node as usize].handle_claimed(entry, id, granted);
+                self.pump(node);
+            }
+            RemoteOut::Release { id } => {
+                if self.claims.get(&id) == Some(&node) {
+                    self.claims.remove(&id);
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Ids confirmed under a claim are unique across the live nodes.
+    fn claimed_ids_are_unique(&self) -> Result<(), String> {
+        let mut seen = BTreeMap::new();
+        for (node, router) in self.routers.iter().enumerate() {
+            if self.down.contains(&(node as u32)) {
+                continue;
+            }
+            for id in router.claimed_ids() {
+                if let Some(other) = seen.insert(id.clone(), node) {
+                    return Err(format!("{id} confirmed on nodes {other} and {node}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn open(&mut self, node: u32, role: Role) -> ConnId {
@@ -78,6 +124,9 @@ impl Net {
                     self.routers[node as usize].handle_closed(conn);
                 }
                 Output::Drop { conn } => self.closed.push((node, conn, 0, String::new())),
+                Output::Remote(out @ (RemoteOut::Claim { .. } | RemoteOut::Release { .. })) => {
+                    self.claim_jobs.entry(node).or_default().push_back(out);
+                }
                 Output::Remote(out) => {
                     let to = remote_node(&out);
                     self.queue(node, to.0, Wire::Out(out));
@@ -152,6 +201,7 @@ impl Net {
                     ending,
                     ..
                 } => router.handle_remote_ended(node, player, sub, ending),
+                RemoteOut::Claim { .. } | RemoteOut::Release { .. } => {}
             },
         }
         self.pump(to);
@@ -163,6 +213,12 @@ impl Net {
         loop {
             let pairs: Vec<(u32, u32)> = self.links.keys().copied().collect();
             let mut moved = false;
+            let nodes: Vec<u32> = self.claim_jobs.keys().copied().collect();
+            for node in nodes {
+                while self.claim_step(node) {
+                    moved = true;
+                }
+            }
             for (from, to) in pairs {
                 while self.step(from, to) {
                     moved = true;
@@ -178,6 +234,9 @@ impl Net {
     fn kill(&mut self, dead: u32) {
         self.down.push(dead);
         self.links.retain(|&(a, b), _| a != dead && b != dead);
+        // The survivors remove the dead node's claims; its own jobs never run.
+        self.claims.retain(|_, holder| *holder != dead);
+        self.claim_jobs.remove(&dead);
         for node in 0..self.routers.len() as u32 {
             if !self.down.contains(&node) {
                 self.routers[node as usize].handle_node_down(Node(dead));
@@ -225,6 +284,9 @@ fn remote_node(out: &RemoteOut) -> Node {
         | RemoteOut::Unsubscribe { node, .. }
         | RemoteOut::Deliver { node, .. }
         | RemoteOut::Ended { node, .. } => *node,
+        RemoteOut::Claim { .. } | RemoteOut::Release { .. } => {
+            unreachable!("claims go to Redis, not to a node")
+        }
     }
 }
 
@@ -236,9 +298,16 @@ fn disconnected(id: &str) -> String {
     format!(r#"{{"type":"playerDisconnected","playerId":"{id}"}}"#)
 }
 
-/// Player ids unique across the nodes, as the cluster layer arranges (a block per node).
+/// Player ids unique across the nodes, as the cluster layer arranges (a block per node), and
+/// entry ids claimed in (a model of) Redis.
 fn net(nodes: u32) -> Net {
-    let mut net = Net::new(nodes, RouterConfig::default());
+    let mut net = Net::new(
+        nodes,
+        RouterConfig {
+            claim_ids: true,
+            ..RouterConfig::default()
+        },
+    );
     for (i, router) in net.routers.iter_mut().enumerate() {
         router.next_player = i as u64 * 1000;
     }
@@ -505,20 +574,102 @@ fn entry_ids_are_unique_across_the_nodes_that_know_each_other() {
     );
 }
 
+#[test]
+fn two_nodes_asking_for_one_id_at_once_get_it_and_the_id_rules_next() {
+    let mut net = net(2);
+    let a = net.open(0, Role::Streamer);
+    let b = net.open(1, Role::Streamer);
+    // Both ask before either has heard of the other: Redis decides.
+    net.msg(0, a, r#"{"type":"endpointId","id":"S"}"#);
+    net.msg(1, b, r#"{"type":"endpointId","id":"S"}"#);
+    assert!(
+        net.texts(0, a)
+            .iter()
+            .all(|t| !t.contains("endpointIdConfirm")),
+        "not confirmed before the claim is granted"
+    );
+    net.claim_step(1);
+    net.claim_step(0);
+    net.settle();
+    assert!(
+        net.texts(1, b)
+            .contains(&r#"{"type":"endpointIdConfirm","committedId":"S"}"#)
+    );
+    assert!(
+        net.texts(0, a)
+            .contains(&r#"{"type":"endpointIdConfirm","committedId":"S1"}"#)
+    );
+    net.claimed_ids_are_unique().expect("unique");
+    // The holder leaves: its claim goes back.
+    net.close(1, b);
+    net.settle();
+    assert_eq!(net.claims.keys().collect::<Vec<_>>(), ["S1"]);
+    // The next "S" is S2 by §5's rule (S1 is there), claimed like any other.
+    let c = net.open(1, Role::Streamer);
+    net.msg(1, c, r#"{"type":"endpointId","id":"S"}"#);
+    net.settle();
+    assert!(
+        net.texts(1, c)
+            .contains(&r#"{"type":"endpointIdConfirm","committedId":"S2"}"#)
+    );
+    assert_eq!(net.claims.get("S2"), Some(&1));
+    // A streamer re-sending its own id keeps it, with no new claim.
+    net.msg(1, c, r#"{"type":"endpointId","id":"S2"}"#);
+    assert_eq!(net.claim_jobs.get(&1).map_or(0, VecDeque::len), 0);
+    assert_eq!(
+        net.count(1, c, r#"{"type":"endpointIdConfirm","committedId":"S2"}"#),
+        2
+    );
+}
+
 /// One step of the property test.
 #[derive(Debug, Clone)]
 enum Op {
-    Open { node: u32 },
-    Subscribe { player: usize, streamer: usize },
-    Unsubscribe { player: usize },
-    ClosePlayer { player: usize },
-    Offer { streamer: usize, player: usize },
-    Answer { player: usize },
-    Kick { streamer: usize, player: usize },
-    CloseStreamer { streamer: usize },
-    Deliver { from: u32, to: u32, n: usize },
-    Kill { node: u32 },
+    Open {
+        node: u32,
+    },
+    Subscribe {
+        player: usize,
+        streamer: usize,
+    },
+    Unsubscribe {
+        player: usize,
+    },
+    ClosePlayer {
+        player: usize,
+    },
+    Offer {
+        streamer: usize,
+        player: usize,
+    },
+    Answer {
+        player: usize,
+    },
+    Kick {
+        streamer: usize,
+        player: usize,
+    },
+    CloseStreamer {
+        streamer: usize,
+    },
+    Deliver {
+        from: u32,
+        to: u32,
+        n: usize,
+    },
+    Kill {
+        node: u32,
+    },
     Settle,
+    /// A streamer (re)identifies as one of a few ids.
+    Identify {
+        streamer: usize,
+        id: u8,
+    },
+    /// Redis runs a node's next claim job.
+    ClaimStep {
+        node: u32,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -534,6 +685,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0..3u32, 0..3u32, 1..4usize).prop_map(|(from, to, n)| Op::Deliver { from, to, n }),
         (0..3u32).prop_map(|node| Op::Kill { node }),
         Just(Op::Settle),
+        (0..4usize, 0..3u8).prop_map(|(streamer, id)| Op::Identify { streamer, id }),
+        (0..3u32).prop_map(|node| Op::ClaimStep { node }),
     ]
 }
 
@@ -604,9 +757,17 @@ proptest! {
                     }
                 }
                 Op::Settle => net.settle(),
+                Op::Identify { streamer, id } if live(streamers[streamer].0, &net) => {
+                    let (node, st) = streamers[streamer];
+                    net.msg(node, st, &format!(r#"{{"type":"endpointId","id":"S{id}"}}"#));
+                }
+                Op::ClaimStep { node } => {
+                    net.claim_step(node);
+                }
                 Op::Kill { node } if !net.down.contains(&node) && net.down.len() < 2 => net.kill(node),
                 _ => {}
             }
+            net.claimed_ids_are_unique().map_err(TestCaseError::fail)?;
         }
         // Everyone still up leaves; everything in flight arrives.
         net.settle();
