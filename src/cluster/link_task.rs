@@ -143,8 +143,9 @@ impl<B> LinkHandle<B> {
     }
 }
 
-/// The URL with its password (if any) replaced by `***`, for logs and errors. By hand: the
-/// `url` crate is not in the tree, and the userinfo of a Redis URL is all we touch.
+/// The URL with its password (if any) replaced by `***`, for logs and errors. By hand rather
+/// than with the `url` crate: only the userinfo changes, and the rest stays as the operator
+/// wrote it (a parser normalizes it, e.g. adds a trailing `/`).
 pub(crate) fn redacted(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
