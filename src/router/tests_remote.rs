@@ -63,10 +63,8 @@ impl Net {
                 self.routers[node as usize].handle_claimed(entry, id, granted);
                 self.pump(node);
             }
-            RemoteOut::Release { id } => {
-                if self.claims.get(&id) == Some(&node) {
-                    self.claims.remove(&id);
-                }
+            RemoteOut::Release { id } if self.claims.get(&id) == Some(&node) => {
+                self.claims.remove(&id);
             }
             _ => {}
         }
