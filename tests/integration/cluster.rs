@@ -423,3 +423,39 @@ async fn the_rest_api_of_any_node_shows_the_whole_cluster_with_each_peers_node()
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn two_streamers_asking_for_one_id_at_once_on_two_nodes_get_distinct_ids() {
+    let redis = RedisServer::start().await;
+    let a = NodeProcess::start(&redis, "a").await;
+    let b = NodeProcess::start(&redis, "b").await;
+    for round in 0..5 {
+        let id = format!("Race{round}");
+        let mut on_a = TestPeer::connect(a.streamer, "streamer on a").await;
+        let mut on_b = TestPeer::connect(b.streamer, "streamer on b").await;
+        for st in [&mut on_a, &mut on_b] {
+            st.expect_type("config").await;
+            st.expect_type("identify").await;
+        }
+        // Both ask before either node can have heard of the other's: Redis decides.
+        let ask = format!(r#"{{"type":"endpointId","id":"{id}"}}"#);
+        tokio::join!(on_a.send_json(&ask), on_b.send_json(&ask));
+        let (got_a, got_b) = tokio::join!(
+            on_a.expect_type("endpointIdConfirm"),
+            on_b.expect_type("endpointIdConfirm")
+        );
+        let mut got = [
+            got_a["committedId"].as_str().expect("id").to_owned(),
+            got_b["committedId"].as_str().expect("id").to_owned(),
+        ];
+        got.sort();
+        assert_eq!(got, [id.clone(), format!("{id}1")], "round {round}");
+        let holder: String = redis
+            .query(redis::cmd("GET").arg(format!("signalling:streamer:{id}")))
+            .await;
+        assert!(
+            holder.starts_with("a/") || holder.starts_with("b/"),
+            "{holder}"
+        );
+    }
+}
