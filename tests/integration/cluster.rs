@@ -459,3 +459,44 @@ async fn two_streamers_asking_for_one_id_at_once_on_two_nodes_get_distinct_ids()
         );
     }
 }
+
+/// Sends a signal to the node's process (`kill -STOP`, `kill -CONT`).
+fn signal(node: &NodeProcess, name: &str) {
+    let pid = node.child.id().expect("node pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_frozen_node_declared_dead_comes_back_as_a_new_node_with_nothing_stale() {
+    let redis = RedisServer::start().await;
+    let a = NodeProcess::start(&redis, "a").await;
+    let b = NodeProcess::start(&redis, "b").await;
+    let mut st = a.streamer("S").await;
+    let mut pb = b.player("player on b").await;
+    wait_for_list(&mut pb, &["S"]).await;
+    subscribe(&mut pb, "S").await;
+    let id = connected_id(&mut st).await;
+    negotiate(&mut st, &mut pb, &id).await;
+    // B stops answering (frozen, not dead): A declares it dead after the node timeout.
+    signal(&b, "STOP");
+    st.expect_text(&player_disconnected(&id)).await;
+    // Thawed, B learns it was declared dead: its player's streamer is gone for it too.
+    signal(&b, "CONT");
+    assert_eq!(
+        pb.expect_close().await,
+        (1000, "streamer disconnected".to_owned())
+    );
+    // B comes back as a new node: a new player negotiates, and the streamer hears nothing of
+    // the old one (the next thing it gets is the new playerConnected).
+    let mut again = b.player("second player on b").await;
+    wait_for_list(&mut again, &["S"]).await;
+    subscribe(&mut again, "S").await;
+    let new_id = connected_id(&mut st).await;
+    assert_ne!(new_id, id);
+    negotiate(&mut st, &mut again, &new_id).await;
+    sync(&mut st).await;
+}
