@@ -500,3 +500,60 @@ async fn a_frozen_node_declared_dead_comes_back_as_a_new_node_with_nothing_stale
     negotiate(&mut st, &mut again, &new_id).await;
     sync(&mut st).await;
 }
+
+/// The next message of `st` that is not a `playerDisconnected` for `watched`; those are counted.
+async fn next_counting(st: &mut TestPeer, watched: &str, count: &mut usize) -> serde_json::Value {
+    loop {
+        let v = st.recv_json().await;
+        if !is_disconnect_of(&v, watched) {
+            return v;
+        }
+        *count += 1;
+    }
+}
+
+fn is_disconnect_of(v: &serde_json::Value, watched: &str) -> bool {
+    v["type"] == "playerDisconnected" && v["playerId"] == watched
+}
+
+#[tokio::test]
+async fn redis_restarted_at_once_loses_and_duplicates_no_player_disconnected() {
+    let mut redis = RedisServer::start().await;
+    let a = NodeProcess::start(&redis, "a").await;
+    let b = NodeProcess::start(&redis, "b").await;
+    let mut st = a.streamer("S").await;
+    let mut pb = b.player("player on b").await;
+    wait_for_list(&mut pb, &["S"]).await;
+    subscribe(&mut pb, "S").await;
+    let id = connected_id(&mut st).await;
+    negotiate(&mut st, &mut pb, &id).await;
+    // Redis restarts empty at once: whether the pair survives depends on whether anything was
+    // in flight; either way the streamer hears of the player's end exactly once.
+    redis.restart().await;
+    let mut disconnects = 0;
+    let mut p2 = b.player("second player on b").await;
+    wait_for_list(&mut p2, &["S"]).await;
+    subscribe(&mut p2, "S").await;
+    let v = next_counting(&mut st, &id, &mut disconnects).await;
+    assert_eq!(v["type"], "playerConnected", "{v}");
+    let id2 = v["playerId"].as_str().expect("id").to_owned();
+    // The first player leaves if it is still there.
+    pb.send_json(r#"{"type":"ping","time":1}"#).await;
+    match pb.next_data(crate::support::TIMEOUT).await {
+        Some(Ok(_pong)) => pb.close().await,
+        Some(Err(close)) => assert_eq!(close, (1000, "streamer disconnected".to_owned())),
+        None => panic!("the first player neither answered nor was closed"),
+    }
+    if disconnects == 0 {
+        let v = st.recv_json().await;
+        assert!(is_disconnect_of(&v, &id), "{v}");
+        disconnects += 1;
+    }
+    // A later message from B comes after anything B sent before it: no second one is on its way.
+    let mut p3 = b.player("third player on b").await;
+    subscribe(&mut p3, "S").await;
+    let v = next_counting(&mut st, &id, &mut disconnects).await;
+    assert_eq!(v["type"], "playerConnected", "{v}");
+    assert_ne!(v["playerId"], id2.as_str());
+    assert_eq!(disconnects, 1);
+}
