@@ -80,7 +80,8 @@ async function runScenario(name, { proxy, expectFailure = false } = {}) {
         screenshots: args.screenshots,
         frontend: def.frontend || 'ue5.7',
         proxy,
-        tls
+        tls,
+        cluster: def.cluster
     });
     try {
         const result = await def.run(session);
@@ -94,7 +95,7 @@ async function runScenario(name, { proxy, expectFailure = false } = {}) {
                 log(`--- console of ${p.label}`);
                 for (const l of p.consoleLines.slice(-30)) log(`    ${l}`);
             }
-            log(`--- server log\n${session.server.log.slice(-30).join('\n')}`);
+            for (const server of session.servers) log(`--- ${server.label} log\n${server.log.slice(-30).join('\n')}`);
         }
         e.dropped = session.dropped();
         await session.stop().catch(() => {});
