@@ -48,8 +48,9 @@ function localAddresses() {
     return out;
 }
 
-// Cluster nodes heart-beat every 100 ms and declare a silent node dead after 1 s.
-const CLUSTER_TIMING = ['--cluster_heartbeat_interval', '0.1', '--cluster_node_timeout', '1'];
+// Cluster nodes heart-beat every 100 ms and declare a silent node dead after 2 s (no scenario
+// loses a node; the margin keeps a busy machine's pauses from ending one).
+const CLUSTER_TIMING = ['--cluster_heartbeat_interval', '0.1', '--cluster_node_timeout', '2'];
 
 export class Session {
     constructor({ servers, redis, web, browser, log, screenshots, frontend }) {
@@ -107,12 +108,12 @@ export class Session {
         session.playerUrl = playerSide.playerUrl;
         session.httpBase = playerSide.httpBase;
         if (proxy && proxy.streamer) {
-            const p = await startFaultProxy(server.streamerUrl, { drop: proxy.streamer });
+            const p = await startFaultProxy(session.streamerUrl, { drop: proxy.streamer });
             session.proxies.push(p);
             session.streamerUrl = p.url;
         }
         if (proxy && proxy.player) {
-            const p = await startFaultProxy(server.playerUrl, { drop: proxy.player });
+            const p = await startFaultProxy(session.playerUrl, { drop: proxy.player });
             session.proxies.push(p);
             session.playerUrl = p.url;
         }

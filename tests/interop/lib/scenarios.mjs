@@ -494,8 +494,9 @@ export const SCENARIOS = {
 };
 
 // The self-check: the same scenarios through a fault proxy that drops one message type must fail,
-// and fail on the check that covers that message. A control run through the proxy dropping
-// nothing must pass, so the failures come from the drops, not from the proxy.
+// and fail on the check that covers that message; so must the cluster scenario with node B
+// outside the cluster. A control run through the proxy dropping nothing must pass, so the
+// failures come from the drops, not from the proxy.
 export const CONTROL = { scenario: 'player-leaves', proxy: { streamer: [], player: [] } };
 export const FAULTS = [
     {
@@ -503,6 +504,14 @@ export const FAULTS = [
         proxy: { streamer: ['playerDisconnected'] },
         expect: 'exactly one playerDisconnected for the closed player',
         what: 'playerDisconnected dropped on its way to the streamer'
+    },
+    {
+        // No proxy: node B runs without --redis_url, outside the cluster, so it never hears of
+        // the streamer on node A.
+        scenario: 'three-players-across-nodes',
+        cluster: { nodes: [{ id: 'a' }, { id: 'b', redis: false }], streamerNode: 0, playerNode: 1 },
+        expect: 'node B lists the streamer on node A',
+        what: 'node B started without --redis_url'
     },
     {
         scenario: 'keepalive',
