@@ -3,7 +3,7 @@
 //! `tests/interop/run.mjs`; also the server's built-in player and demo streamer pages
 //! (`src/http/pages/`), with each other and with Epic's frontend. One test per scenario, so each counts in the test summary.
 //!
-//! Needs what `tests/interop/setup.sh` installs (Debian's chromium, `npm ci`); a missing piece
+//! Needs what `tests/interop/setup.sh` installs (Debian's chromium and redis-server, `npm ci`); a missing piece
 //! fails the test, it is never skipped. The runner starts this crate's `signalling` binary on
 //! ephemeral loopback ports itself. Chromium is heavy, so the scenarios run one at a time.
 
@@ -111,6 +111,13 @@ fn built_in_streamer_page_and_two_built_in_players_play_and_send_input() {
 #[test]
 fn epic_frontend_plays_the_built_in_demo_streamer() {
     scenario("epic-plays-demo-streamer");
+}
+
+/// Cluster mode (issue 14): a redis-server and two nodes; the streamer page on node A, three
+/// Epic players (ue5.7) on node B; then one of them leaves.
+#[test]
+fn three_players_on_node_b_play_a_streamer_on_node_a_and_one_leaves() {
+    scenario("three-players-across-nodes");
 }
 
 /// The built-in pages' scripts (embedded in the binary) are valid JavaScript: `node --check`.

@@ -5,8 +5,8 @@
 //   node tests/interop/run.mjs --server PATH [--scenario NAME ...] [--screenshots DIR] [--verbose]
 //                              [--tls-cert PATH --tls-key PATH]
 //
-// NAME is a scenario of lib/scenarios.mjs, `self-check` (the fault-proxy runs, which must fail on
-// the matching check), or `all` (the default: every scenario, then the self-check). Each scenario
+// NAME is a scenario of lib/scenarios.mjs, `self-check` (the fault-proxy runs and a cluster
+// break, which must fail on the matching check), or `all` (the default: every scenario, then the self-check). Each scenario
 // starts its own server on ephemeral loopback ports and its own Chromium, and stops both.
 // Prints one line per scenario with its time to first frame; exits 0 if all passed, 1 if a check
 // failed, 2 on a usage or setup error. With --tls-cert/--tls-key (PEM) the server runs with
@@ -69,7 +69,8 @@ const summary = (line) => {
 
 const web = await startWeb(['ue5.7', 'ue5.6', 'ue5.5']);
 
-async function runScenario(name, { proxy, expectFailure = false } = {}) {
+// `cluster` replaces the scenario's own cluster layout (a self-check's break).
+async function runScenario(name, { proxy, cluster, expectFailure = false } = {}) {
     const def = SCENARIOS[name];
     const started = Date.now();
     const session = await Session.start({
@@ -80,7 +81,8 @@ async function runScenario(name, { proxy, expectFailure = false } = {}) {
         screenshots: args.screenshots,
         frontend: def.frontend || 'ue5.7',
         proxy,
-        tls
+        tls,
+        cluster: cluster || def.cluster
     });
     try {
         const result = await def.run(session);
@@ -94,7 +96,7 @@ async function runScenario(name, { proxy, expectFailure = false } = {}) {
                 log(`--- console of ${p.label}`);
                 for (const l of p.consoleLines.slice(-30)) log(`    ${l}`);
             }
-            log(`--- server log\n${session.server.log.slice(-30).join('\n')}`);
+            for (const server of session.servers) log(`--- ${server.label} log\n${server.log.slice(-30).join('\n')}`);
         }
         e.dropped = session.dropped();
         await session.stop().catch(() => {});
@@ -123,12 +125,14 @@ for (const name of names) {
         for (const fault of FAULTS) {
             const label = `self-check (${fault.scenario}, ${fault.what})`;
             try {
-                await runScenario(fault.scenario, { proxy: fault.proxy, expectFailure: true });
+                await runScenario(fault.scenario, { proxy: fault.proxy, cluster: fault.cluster, expectFailure: true });
                 failed += 1;
-                summary(`not ok - ${label}: the scenario PASSED although the proxy dropped messages`);
+                summary(`not ok - ${label}: the scenario PASSED although ${fault.what}`);
             } catch (e) {
-                if (e instanceof CheckFailure && e.check === fault.expect && e.dropped.length > 0) {
-                    summary(`ok - ${label}: failed as it must, on "${e.check}" (${e.dropped.length} dropped)`);
+                // A proxy fault must have dropped something; a cluster break drops nothing.
+                if (e instanceof CheckFailure && e.check === fault.expect && (!fault.proxy || e.dropped.length > 0)) {
+                    const how = fault.proxy ? `${e.dropped.length} dropped` : 'nothing dropped: a cluster break';
+                    summary(`ok - ${label}: failed as it must, on "${e.check}" (${how})`);
                     log(`    ${e.message.split('\n')[0]}`);
                 } else {
                     failed += 1;

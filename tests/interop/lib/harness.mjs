@@ -7,6 +7,8 @@ import path from 'node:path';
 import { startServer } from './server.mjs';
 import { launchBrowser } from './browser.mjs';
 import { startFaultProxy } from './proxy.mjs';
+import { startRedis } from './redis.mjs';
+import { WebSocket } from 'ws';
 
 // A check that did not hold. `check` names it, so the self-check can tell which one failed.
 export class CheckFailure extends Error {
@@ -46,9 +48,16 @@ function localAddresses() {
     return out;
 }
 
+// Cluster nodes heart-beat every 100 ms and declare a silent node dead after 2 s (no scenario
+// loses a node; the margin keeps a busy machine's pauses from ending one).
+const CLUSTER_TIMING = ['--cluster_heartbeat_interval', '0.1', '--cluster_node_timeout', '2'];
+
 export class Session {
-    constructor({ server, web, browser, log, screenshots, frontend }) {
-        this.server = server;
+    constructor({ servers, redis, web, browser, log, screenshots, frontend }) {
+        // Every server process: one, or each node of a cluster (`label` names it in logs).
+        this.servers = servers;
+        this.server = servers[0];
+        this.redis = redis;
         this.web = web;
         this.browser = browser;
         this.log = log;
@@ -59,22 +68,52 @@ export class Session {
         this.ttff = {};
     }
 
-    static async start({ binary, serverArgs = [], web, log, screenshots, frontend, proxy, tls = null }) {
+    // With `cluster` ({ nodes: [{ id, redis = true }], streamerNode, playerNode }): a redis-server
+    // and one server per node on it; streamers connect to node `streamerNode`, players to node
+    // `playerNode` (indexes into `nodes`). A node with `redis: false` runs alone (the break that
+    // proves the cluster scenario can fail).
+    static async start({ binary, serverArgs = [], web, log, screenshots, frontend, proxy, tls = null, cluster = null }) {
         // A STUN server on a closed loopback port: the pages must drop it (and would reach nothing).
         const args = ['--peer_options', '{"iceServers":[{"urls":["stun:127.0.0.1:9"]}]}', ...serverArgs];
-        const server = await startServer(binary, args, { tls });
+        const servers = [];
+        let redis = null;
+        try {
+            if (cluster) {
+                redis = await startRedis();
+                for (const node of cluster.nodes) {
+                    const nodeArgs =
+                        node.redis === false
+                            ? []
+                            : ['--redis_url', redis.url, '--node_id', node.id, ...CLUSTER_TIMING];
+                    const server = await startServer(binary, [...args, ...nodeArgs], { tls });
+                    server.label = `node ${node.id}`;
+                    servers.push(server);
+                }
+            } else {
+                const server = await startServer(binary, args, { tls });
+                server.label = 'server';
+                servers.push(server);
+            }
+        } catch (e) {
+            for (const server of servers) await server.stop();
+            if (redis) await redis.stop();
+            throw e;
+        }
         const browser = await launchBrowser({ tls: !!tls });
-        const session = new Session({ server, web, browser, log, screenshots, frontend });
-        session.streamerUrl = server.streamerUrl;
-        session.playerUrl = server.playerUrl;
-        session.httpBase = server.httpBase;
+        const session = new Session({ servers, redis, web, browser, log, screenshots, frontend });
+        const streamerSide = servers[cluster ? cluster.streamerNode : 0];
+        const playerSide = servers[cluster ? cluster.playerNode : 0];
+        session.tls = !!tls;
+        session.streamerUrl = streamerSide.streamerUrl;
+        session.playerUrl = playerSide.playerUrl;
+        session.httpBase = playerSide.httpBase;
         if (proxy && proxy.streamer) {
-            const p = await startFaultProxy(server.streamerUrl, { drop: proxy.streamer });
+            const p = await startFaultProxy(session.streamerUrl, { drop: proxy.streamer });
             session.proxies.push(p);
             session.streamerUrl = p.url;
         }
         if (proxy && proxy.player) {
-            const p = await startFaultProxy(server.playerUrl, { drop: proxy.player });
+            const p = await startFaultProxy(session.playerUrl, { drop: proxy.player });
             session.proxies.push(p);
             session.playerUrl = p.url;
         }
@@ -88,8 +127,60 @@ export class Session {
     async stop() {
         await this.browser.close();
         for (const p of this.proxies) await p.close();
-        const exit = await this.server.stop();
-        check(exit.code === 0, 'server exits cleanly', `server exit ${JSON.stringify(exit)}`);
+        const exits = [];
+        for (const server of this.servers) exits.push([server.label, await server.stop()]);
+        if (this.redis) await this.redis.stop();
+        for (const [label, exit] of exits) check(exit.code === 0, 'server exits cleanly', `${label} exit ${JSON.stringify(exit)}`);
+    }
+
+    // Waits until a listStreamers on the players' server answers a list holding `id` (in a
+    // cluster, once the players' node has heard of the streamer on the other node): a WebSocket of
+    // our own asks again on each list without it, paced at 20 ms; bounded by `timeout`.
+    // Returns how many times it asked.
+    async waitListed(id, { timeout = 10000, check: name } = {}) {
+        const what = `${id} in the streamerList of ${this.playerUrl}`;
+        const ws = new WebSocket(this.playerUrl, { rejectUnauthorized: !this.tls });
+        let asks = 0;
+        let last = null;
+        const ask = () => {
+            asks += 1;
+            ws.send(JSON.stringify({ type: 'listStreamers' }));
+        };
+        try {
+            await new Promise((resolve, reject) => {
+                const fail = (why) => reject(new CheckFailure(name || what, `${why} waiting for ${what}; asked ${asks} times, last list ${JSON.stringify(last)}`));
+                const timer = setTimeout(() => fail(`timed out after ${timeout} ms`), timeout);
+                ws.on('message', (data) => {
+                    let m;
+                    try {
+                        m = JSON.parse(String(data));
+                    } catch {
+                        return;
+                    }
+                    if (m.type === 'config') ask();
+                    else if (m.type === 'streamerList') {
+                        last = m.ids;
+                        if (Array.isArray(m.ids) && m.ids.includes(id)) {
+                            clearTimeout(timer);
+                            resolve();
+                        } else setTimeout(ask, 20);
+                    }
+                });
+                ws.on('error', (e) => {
+                    clearTimeout(timer);
+                    fail(`WebSocket error ${e.message}`);
+                });
+                ws.on('close', (code, reason) => {
+                    clearTimeout(timer);
+                    fail(`closed ${code} "${reason}"`);
+                });
+            });
+        } finally {
+            ws.removeAllListeners('close');
+            ws.on('error', () => {});
+            ws.close();
+        }
+        return asks;
     }
 
     async newPage(label) {

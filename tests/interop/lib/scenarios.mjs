@@ -11,9 +11,12 @@ async function ttffOf(page) {
 }
 
 // Three players on one streamer: every player plays, the streamer saw three distinct
-// playerConnected, and input from each player arrives under that player's id.
-async function threePlayers(s, { screenshotName }) {
+// playerConnected, and input from each player arrives under that player's id. `beforePlayers`
+// runs once the streamer is identified, before any player page loads. Also returns the pages
+// and ids, for a scenario that goes on.
+async function threePlayers(s, { screenshotName, beforePlayers = async () => {} }) {
     const streamer = await s.openStreamer('StreamerA', 'red');
+    await beforePlayers();
     const players = [];
     for (const n of [1, 2, 3]) players.push(await s.openPlayer(`player ${n}`, { streamerId: 'StreamerA' }));
     const ttff = {};
@@ -68,7 +71,12 @@ async function threePlayers(s, { screenshotName }) {
     const pairs = [];
     for (const p of [streamer, ...players]) pairs.push(...(await s.checkLoopback(p)));
     const shot = await s.screenshot(players[0], screenshotName);
-    return { ttff, notes: [`player ids ${ids.join(', ')}`, `candidate pairs ${[...new Set(pairs)].join('; ')}`, `screenshot ${shot}`] };
+    return {
+        ttff,
+        notes: [`player ids ${ids.join(', ')}`, `candidate pairs ${[...new Set(pairs)].join('; ')}`, `screenshot ${shot}`],
+        streamer,
+        players
+    };
 }
 
 // A player closes its page: exactly one playerDisconnected for it; the others keep playing.
@@ -81,6 +89,12 @@ async function playerLeaves(s) {
         await s.waitForVideo(p, 'red');
         ttff[p.label] = await ttffOf(p);
     }
+    return { ttff, notes: [await middlePlayerLeaves(s, streamer, players)] };
+}
+
+// The second of three playing players closes its page: exactly one playerDisconnected, for it,
+// at the streamer; the other two decode 30 more frames and stay connected. Returns a note.
+async function middlePlayerLeaves(s, streamer, players) {
     const leaving = players[1];
     const leavingId = await s.playerId(leaving);
     await leaving.close();
@@ -105,7 +119,22 @@ async function playerLeaves(s) {
         const st = await s.state(p);
         check(st.ws.closes.length === 0, `${p.label} keeps playing`, `its WebSocket closed: ${JSON.stringify(st.ws.closes)}`);
     }
-    return { ttff, notes: [`closed ${leavingId}; streamer got playerDisconnected ${JSON.stringify(state.playerDisconnected)}`] };
+    return `closed ${leavingId}; streamer got playerDisconnected ${JSON.stringify(state.playerDisconnected)}`;
+}
+
+// Cluster mode (issue 14): the streamer page on node A, three players of Epic's frontend on node
+// B, both nodes on one redis-server. Once node B lists the streamer, the checks of
+// `three-players`, then those of `player-leaves`: each across the nodes.
+async function threePlayersAcrossNodes(s) {
+    let asks = 0;
+    const played = await threePlayers(s, {
+        screenshotName: 'three-players-across-nodes',
+        beforePlayers: async () => {
+            asks = await s.waitListed('StreamerA', { check: 'node B lists the streamer on node A' });
+        }
+    });
+    const left = await middlePlayerLeaves(s, played.streamer, played.players);
+    return { ttff: played.ttff, notes: [`node B listed StreamerA at listStreamers number ${asks}`, ...played.notes, left] };
 }
 
 // Two streamers: the player lists both, subscribes to the second by id, and shows its colour.
@@ -456,12 +485,18 @@ export const SCENARIOS = {
         serverArgs: ['--max_players', '1'],
         run: builtinPlayerRecovers
     },
-    'epic-plays-demo-streamer': { title: "8. Epic's frontend plays the built-in demo streamer", run: epicPlaysDemoStreamer }
+    'epic-plays-demo-streamer': { title: "8. Epic's frontend plays the built-in demo streamer", run: epicPlaysDemoStreamer },
+    'three-players-across-nodes': {
+        title: '10. cluster on Redis: streamer on node A, three players on node B, one leaves',
+        cluster: { nodes: [{ id: 'a' }, { id: 'b' }], streamerNode: 0, playerNode: 1 },
+        run: threePlayersAcrossNodes
+    }
 };
 
 // The self-check: the same scenarios through a fault proxy that drops one message type must fail,
-// and fail on the check that covers that message. A control run through the proxy dropping
-// nothing must pass, so the failures come from the drops, not from the proxy.
+// and fail on the check that covers that message; so must the cluster scenario with node B
+// outside the cluster. A control run through the proxy dropping nothing must pass, so the
+// failures come from the drops, not from the proxy.
 export const CONTROL = { scenario: 'player-leaves', proxy: { streamer: [], player: [] } };
 export const FAULTS = [
     {
@@ -469,6 +504,14 @@ export const FAULTS = [
         proxy: { streamer: ['playerDisconnected'] },
         expect: 'exactly one playerDisconnected for the closed player',
         what: 'playerDisconnected dropped on its way to the streamer'
+    },
+    {
+        // No proxy: node B runs without --redis_url, outside the cluster, so it never hears of
+        // the streamer on node A.
+        scenario: 'three-players-across-nodes',
+        cluster: { nodes: [{ id: 'a' }, { id: 'b', redis: false }], streamerNode: 0, playerNode: 1 },
+        expect: 'node B lists the streamer on node A',
+        what: 'node B started without --redis_url'
     },
     {
         scenario: 'keepalive',
