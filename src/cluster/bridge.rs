@@ -190,6 +190,9 @@ pub(crate) async fn start(
         }
     };
     let first_player = block.saturating_mul(PLAYER_BLOCK);
+    claims
+        .block
+        .store(block + 1, std::sync::atomic::Ordering::Relaxed);
     info!(first_player, "cluster: this node's player ids start here");
     Ok(Wiring {
         link,
@@ -228,6 +231,9 @@ enum ClaimJob {
     Reclaim { ids: Vec<String>, owner: String },
     /// A dead incarnation's ids: removed where it still holds them.
     Forget { ids: Vec<String>, owner: String },
+    /// Redis came back (perhaps empty): the counter of player id blocks is raised to at least
+    /// this node's block, so a node that starts later never takes it again.
+    KeepBlock,
 }
 
 /// Entry ids claimed in Redis (`<prefix>:streamer:<id>` = `node_id/incarnation`), so two nodes
@@ -240,6 +246,9 @@ enum ClaimJob {
 pub(crate) struct Claims {
     jobs: mpsc::UnboundedSender<ClaimJob>,
     node_id: Arc<str>,
+    /// This node's player id block, as the counter of blocks counts it (one more than its
+    /// index); set once at start.
+    block: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Takes `KEYS[1]` for `ARGV[1]` (the owner) if it is free or held by any incarnation of this
@@ -251,6 +260,9 @@ const CLAIM: &str = "local cur = redis.call('GET', KEYS[1]) \
 const RELEASE: &str = "local cur = redis.call('GET', KEYS[1]) \
     if cur and string.sub(cur, 1, string.len(ARGV[1])) == ARGV[1] then \
     return redis.call('DEL', KEYS[1]) end return 0";
+/// Raises the counter `KEYS[1]` to at least `ARGV[1]`.
+const KEEP_BLOCK: &str = "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then \
+    redis.call('SET', KEYS[1], ARGV[1]) end return 0";
 /// Deletes `KEYS[1]` if held by exactly `ARGV[1]` (a dead incarnation).
 const FORGET: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('DEL', KEYS[1]) end return 0";
@@ -264,9 +276,12 @@ impl Claims {
     ) -> (Self, mpsc::UnboundedReceiver<Claimed>) {
         let (jobs, queue) = mpsc::unbounded_channel();
         let (answers, claimed) = mpsc::unbounded_channel();
+        let block = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let worker = ClaimWorker {
             url: url.to_owned(),
             key: format!("{prefix}:streamer:"),
+            block_key: format!("{prefix}:player_block"),
+            block: block.clone(),
             mine: format!("{node_id}/"),
             conn: None,
         };
@@ -280,6 +295,7 @@ impl Claims {
             Self {
                 jobs,
                 node_id: Arc::from(node_id),
+                block,
             },
             claimed,
         )
@@ -298,6 +314,9 @@ struct ClaimWorker {
     url: String,
     /// `<prefix>:streamer:`
     key: String,
+    /// `<prefix>:player_block`, and this node's block (counted from 1).
+    block_key: String,
+    block: Arc<std::sync::atomic::AtomicU64>,
     /// `node_id/`
     mine: String,
     conn: Option<redis::aio::MultiplexedConnection>,
@@ -341,36 +360,59 @@ impl ClaimWorker {
                         let _ = self.script(FORGET, &id, &[&owner]).await;
                     }
                 }
+                ClaimJob::KeepBlock => {
+                    let block = self.block.load(std::sync::atomic::Ordering::Relaxed);
+                    if block > 0 {
+                        let key = self.block_key.clone();
+                        let _ = self.invoke(KEEP_BLOCK, key, &[&block.to_string()]).await;
+                    }
+                }
             }
         }
     }
 
     /// Runs one script on the id's key; (re)connects first if needed.
     async fn script(&mut self, script: &str, id: &str, args: &[&str]) -> redis::RedisResult<i64> {
-        if self.conn.is_none() {
-            let client = redis::Client::open(self.url.as_str())?;
-            let conn = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            .map_err(|_| {
-                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-            })??;
-            self.conn = Some(conn);
+        let key = format!("{}{id}", self.key);
+        self.invoke(script, key, args).await
+    }
+
+    /// Runs a script on `key`; a connection found broken (Redis restarted since the last job)
+    /// is replaced and the script run once more.
+    async fn invoke(
+        &mut self,
+        script: &str,
+        key: String,
+        args: &[&str],
+    ) -> redis::RedisResult<i64> {
+        let script = redis::Script::new(script);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let conn = match self.conn.as_mut() {
+                Some(conn) => conn,
+                None => self.conn.insert(self.connect().await?),
+            };
+            match script.key(&key).arg(args).invoke_async(conn).await {
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    self.conn = None;
+                    if attempt == 2 {
+                        return Err(e);
+                    }
+                }
+            }
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(0);
-        };
-        let result = redis::Script::new(script)
-            .key(format!("{}{id}", self.key))
-            .arg(args)
-            .invoke_async(conn)
-            .await;
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
+    }
+
+    async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.url.as_str())?;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
     }
 }
 
@@ -576,6 +618,7 @@ impl Bridge {
                     ids: router.claimed_ids(),
                     owner,
                 });
+                self.claims.queue(ClaimJob::KeepBlock);
             }
             LinkEvent::Disconnected => warn!("cluster: Redis lost; reconnecting"),
             LinkEvent::Up(key) => {

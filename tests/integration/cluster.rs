@@ -317,6 +317,26 @@ async fn redis_restarted_mid_run_ends_cross_node_pairs_once_and_then_they_work_a
     negotiate(&mut st, &mut pb2, &id_b2).await;
     // Nothing more came: no second playerDisconnected for the first player of B.
     sync(&mut st).await;
+    // The empty Redis learnt the nodes' player id blocks again (a node starting now takes a
+    // new one) and the streamer's id claim. Polled every 20 ms, bounded at 20 s.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(20));
+    loop {
+        let block: Option<u64> = redis
+            .query(redis::cmd("GET").arg("signalling:player_block"))
+            .await;
+        let claim: Option<String> = redis
+            .query(redis::cmd("GET").arg("signalling:streamer:S"))
+            .await;
+        if block == Some(2) && claim.as_deref().is_some_and(|c| c.starts_with("a/")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "block counter {block:?}, claim {claim:?}"
+        );
+        every.tick().await;
+    }
 }
 
 async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
