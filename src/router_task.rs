@@ -429,7 +429,15 @@ async fn run(
     } = inputs;
     let Reports { counts, metrics } = reports;
     let (bridge, mut link_events) = match cluster {
-        Some(Wiring { link, events, .. }) => (Some(Bridge::new(link)), Some(events)),
+        Some(Wiring {
+            link,
+            events,
+            sessions,
+            ..
+        }) => (
+            Some(Bridge::new(link).with_sessions(sessions)),
+            Some(events),
+        ),
         None => (None, None),
     };
     let Timers {

@@ -53,7 +53,13 @@ pub(crate) enum Wire {
         sub: u64,
         ending: Ending,
     },
+    /// The session API's traffic (for the sessions task, not the router).
+    Session(crate::sessions::cluster::SessionWire),
 }
+
+/// Where the bridge hands the sessions task its share of the link's events.
+pub(crate) type SessionInputs =
+    tokio::sync::mpsc::UnboundedSender<LinkEvent<crate::sessions::cluster::SessionWire>>;
 
 /// What the router task needs of a cluster: the link, its events, and where this node's player
 /// ids start.
@@ -61,6 +67,11 @@ pub(crate) struct Wiring {
     pub(crate) link: LinkHandle<Wire>,
     pub(crate) events: tokio::sync::mpsc::Receiver<LinkEvent<Wire>>,
     pub(crate) first_player: u64,
+    /// The Redis URL and key prefix (the sessions' home claims).
+    pub(crate) redis_url: String,
+    pub(crate) key_prefix: String,
+    /// Set by the server when the sessions task takes part.
+    pub(crate) sessions: Option<SessionInputs>,
 }
 
 impl std::fmt::Debug for Wiring {
@@ -84,6 +95,7 @@ pub(crate) async fn start(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<Wiring, super::link_task::LinkError> {
     let url = settings.redis_url.clone();
+    let key_prefix = settings.key_prefix.clone();
     let key = format!("{}:player_block", settings.key_prefix);
     let start_alone = settings.start_alone;
     let (link, events) = super::link_task::start(settings, shutdown).await?;
@@ -108,6 +120,9 @@ pub(crate) async fn start(
         link,
         events,
         first_player,
+        redis_url: url,
+        key_prefix,
+        sessions: None,
     })
 }
 
@@ -128,6 +143,7 @@ pub(crate) struct Bridge {
     nodes: HashMap<NodeKey, Node>,
     keys: HashMap<Node, NodeKey>,
     next: u32,
+    sessions: Option<SessionInputs>,
 }
 
 impl Bridge {
@@ -137,6 +153,19 @@ impl Bridge {
             nodes: HashMap::default(),
             keys: HashMap::default(),
             next: 0,
+            sessions: None,
+        }
+    }
+
+    /// Hands node ups and downs and session messages to the sessions task too.
+    pub(crate) fn with_sessions(mut self, sessions: Option<SessionInputs>) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    fn to_sessions(&self, event: LinkEvent<crate::sessions::cluster::SessionWire>) {
+        if let Some(tx) = &self.sessions {
+            let _ = tx.send(event);
         }
     }
 
@@ -257,6 +286,7 @@ impl Bridge {
             LinkEvent::Connected => info!("cluster: connected to Redis"),
             LinkEvent::Disconnected => warn!("cluster: Redis lost; reconnecting"),
             LinkEvent::Up(key) => {
+                self.to_sessions(LinkEvent::Up(key.clone()));
                 let node = Node(self.next);
                 self.next += 1;
                 info!(node = %key, "cluster: node up");
@@ -270,12 +300,16 @@ impl Bridge {
                 );
             }
             LinkEvent::Down(key) => {
+                self.to_sessions(LinkEvent::Down(key.clone()));
                 let Some(node) = self.nodes.remove(&key) else {
                     return;
                 };
                 self.keys.remove(&node);
                 warn!(node = %key, "cluster: node down; its peers leave");
                 router.handle_node_down(node);
+            }
+            LinkEvent::Message(key, Wire::Session(wire)) => {
+                self.to_sessions(LinkEvent::Message(key, wire));
             }
             LinkEvent::Message(key, wire) => {
                 let Some(&node) = self.nodes.get(&key) else {
@@ -328,6 +362,7 @@ fn deliver(node: Node, wire: Wire, router: &mut Router, now_ms: &impl Fn() -> u6
             sub,
             ending,
         } => router.handle_remote_ended(node, ConnId(player), sub, ending),
+        Wire::Session(_) => {}
     }
 }
 

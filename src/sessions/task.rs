@@ -4,8 +4,9 @@
 //! ([`super::STREAM_WINDOW_BYTES`]), and the stream's body reports each event it takes
 //! ([`StreamGuard::written`]), which lets the core hand it more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -15,7 +16,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::cluster::{Answer, Home, Homes, Op, Relay, SessionWire};
 use super::{EVENT_OVERHEAD, Event, Limits, Output, Registered, SessionError, Sessions, StreamId};
+use crate::cluster::bridge::Wire;
+use crate::cluster::link::{LinkEvent, NodeKey};
+use crate::cluster::link_task::LinkHandle;
 
 /// Requests to the sessions task, each with its reply channel.
 #[derive(Debug)]
@@ -24,12 +29,16 @@ enum Command {
         session: String,
         peer: String,
         client: IpAddr,
+        /// The session's home, if another node (cluster mode).
+        home: Option<NodeKey>,
         credential: Credential,
         reply: oneshot::Sender<Result<(Registered, Option<String>), SessionError>>,
     },
     Unregister {
         session: String,
         peer: String,
+        /// The session's home, if another node (cluster mode).
+        home: Option<NodeKey>,
         presented: Vec<String>,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
@@ -37,6 +46,8 @@ enum Command {
         session: String,
         peer: String,
         presented: Vec<String>,
+        /// The session's home, if another node (cluster mode).
+        home: Option<NodeKey>,
         last_event_id: Option<u64>,
         reply: oneshot::Sender<Result<OpenedStream, SessionError>>,
     },
@@ -46,8 +57,14 @@ enum Command {
         presented: Vec<String>,
         target: String,
         kind: String,
+        /// The session's home, if another node (cluster mode).
+        home: Option<NodeKey>,
         payload: Option<Box<RawValue>>,
         reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    /// The sessions homed here (to keep their claims alive).
+    SessionIds {
+        reply: oneshot::Sender<Result<Vec<String>, SessionError>>,
     },
     /// The figures the metrics report: open sessions, events queued.
     Gauges {
@@ -129,12 +146,26 @@ impl Drop for StreamGuard {
 #[derive(Debug, Clone)]
 pub struct SessionsHandle {
     tx: mpsc::Sender<Command>,
+    /// In cluster mode: where sessions live.
+    homes: Option<Arc<Homes>>,
 }
 
 /// How many requests may wait for the task.
 const COMMAND_QUEUE: usize = 4096;
 
 impl SessionsHandle {
+    /// The node `session` lives on when it is not this one (cluster mode); with `claim`, a
+    /// session nobody holds becomes this node's.
+    async fn home(&self, session: &str, claim: bool) -> Option<NodeKey> {
+        match &self.homes {
+            Some(homes) => match homes.home(session, claim).await {
+                Home::Here => None,
+                Home::There(node) => Some(node),
+            },
+            None => None,
+        }
+    }
+
     async fn request<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, SessionError>>) -> Command,
@@ -156,8 +187,10 @@ impl SessionsHandle {
         client: IpAddr,
         credential: Credential,
     ) -> Result<(Registered, Option<String>), RequestError> {
+        let home = self.home(session, true).await;
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::Register {
+            home,
             session,
             peer,
             client,
@@ -173,8 +206,10 @@ impl SessionsHandle {
         peer: &str,
         presented: Vec<String>,
     ) -> Result<(), RequestError> {
+        let home = self.home(session, false).await;
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::Unregister {
+            home,
             session,
             peer,
             presented,
@@ -190,8 +225,10 @@ impl SessionsHandle {
         presented: Vec<String>,
         last_event_id: Option<u64>,
     ) -> Result<OpenedStream, RequestError> {
+        let home = self.home(session, false).await;
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::OpenStream {
+            home,
             session,
             peer,
             presented,
@@ -210,8 +247,10 @@ impl SessionsHandle {
         kind: String,
         payload: Option<Box<RawValue>>,
     ) -> Result<(), RequestError> {
+        let home = self.home(session, false).await;
         let (session, from) = (session.to_owned(), from.to_owned());
         self.request(|reply| Command::Message {
+            home,
             session,
             from,
             presented,
@@ -229,14 +268,97 @@ impl SessionsHandle {
     pub async fn gauges(&self) -> Result<(usize, usize), RequestError> {
         self.request(|reply| Command::Gauges { reply }).await
     }
+
+    async fn session_ids(&self) -> Result<Vec<String>, RequestError> {
+        self.request(|reply| Command::SessionIds { reply }).await
+    }
 }
 
 /// Starts the sessions task. It ends on `shutdown` or when every handle is dropped; its open
 /// streams end with it.
 pub fn spawn(limits: Limits, shutdown: CancellationToken) -> (SessionsHandle, JoinHandle<()>) {
+    spawn_clustered(limits, None, shutdown)
+}
+
+/// What the sessions task needs of a cluster: the link (to send), what the link brings for it
+/// (node up and down, session messages from other nodes), and Redis (the home claims).
+pub(crate) struct ClusterWiring {
+    pub(crate) link: LinkHandle<Wire>,
+    pub(crate) inputs: mpsc::UnboundedReceiver<LinkEvent<SessionWire>>,
+    pub(crate) redis_url: String,
+    pub(crate) key_prefix: String,
+}
+
+/// [`spawn`], in cluster mode when `cluster` is set. A Redis URL that does not parse (checked
+/// at start-up already) leaves the sessions on this node alone.
+pub(crate) fn spawn_clustered(
+    limits: Limits,
+    cluster: Option<ClusterWiring>,
+    shutdown: CancellationToken,
+) -> (SessionsHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let task = tokio::spawn(run(limits, rx, shutdown));
-    (SessionsHandle { tx }, task)
+    let (up_tx, up_rx) = tokio::sync::watch::channel(HashSet::new());
+    let (link, inputs, homes) = match cluster {
+        Some(c) => match Homes::new(&c.redis_url, &c.key_prefix, c.link.clone(), up_rx) {
+            Ok(homes) => (Some(c.link), Some(c.inputs), Some(homes)),
+            Err(e) => {
+                warn!("cluster: sessions stay on this node ({e})");
+                (None, None, None)
+            }
+        },
+        None => (None, None, None),
+    };
+    let handle = SessionsHandle {
+        tx,
+        homes: homes.clone(),
+    };
+    if let Some(homes) = homes {
+        tokio::spawn(refresh_claims(handle.clone(), homes, shutdown.clone()));
+    }
+    let cluster = Cluster {
+        link,
+        relay: Relay::default(),
+        waiting: HashMap::new(),
+        up: up_tx,
+    };
+    let task = tokio::spawn(run(limits, rx, inputs, cluster, shutdown));
+    (handle, task)
+}
+
+/// Keeps the home claims of the sessions homed here alive while they live.
+async fn refresh_claims(handle: SessionsHandle, homes: Arc<Homes>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Homes::refresh_period());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Ok(ids) = handle.session_ids().await else {
+            return;
+        };
+        if let Err(e) = homes.refresh(&ids).await {
+            warn!("cluster: the sessions' home claims were not refreshed ({e})");
+        }
+    }
+}
+
+/// A request forwarded to another node, waiting for its answer.
+#[derive(Debug)]
+enum Waiting {
+    Register(oneshot::Sender<Result<(Registered, Option<String>), SessionError>>),
+    Done(oneshot::Sender<Result<(), SessionError>>),
+    Open(oneshot::Sender<Result<OpenedStream, SessionError>>),
+}
+
+/// The task's cluster side: the link and the [`Relay`] bookkeeping.
+struct Cluster {
+    link: Option<LinkHandle<Wire>>,
+    relay: Relay,
+    /// Request number → the session it is for and who waits for the answer.
+    waiting: HashMap<u64, (String, Waiting)>,
+    /// The nodes up, for the handles' home look-ups.
+    up: tokio::sync::watch::Sender<HashSet<NodeKey>>,
 }
 
 struct Task {
@@ -246,6 +368,7 @@ struct Task {
     stream_capacity: usize,
     notes_tx: mpsc::UnboundedSender<StreamNote>,
     start: Instant,
+    cluster: Cluster,
 }
 
 impl Task {
@@ -253,10 +376,72 @@ impl Task {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Sends to another node; `false` if the link cannot take it now.
+    fn send(&self, to: &NodeKey, wire: SessionWire) -> bool {
+        match &self.cluster.link {
+            Some(link) => link.send(to, Wire::Session(wire)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// A new stream's channel and guard.
+    fn open(&mut self, stream: StreamId) -> OpenedStream {
+        let (tx, events) = mpsc::channel(self.stream_capacity);
+        self.streams.insert(stream, tx);
+        OpenedStream {
+            stream,
+            events,
+            guard: StreamGuard {
+                stream,
+                notes: self.notes_tx.clone(),
+            },
+        }
+    }
+
+    /// Sends `op` to `home` and keeps `waiting` for the answer; a home not up (any more) or a
+    /// full link is answered at once as an unknown session.
+    fn forward(&mut self, home: &NodeKey, session: String, op: Op, waiting: Waiting) {
+        let sent = match self.cluster.relay.request(home) {
+            Some(req) => {
+                if self.send(home, SessionWire::Request { req, op }) {
+                    self.cluster.waiting.insert(req, (session.clone(), waiting));
+                    None
+                } else {
+                    warn!(node = %home, session, "cluster link queue full; session request refused");
+                    self.cluster.relay.answered(home, req);
+                    Some(waiting)
+                }
+            }
+            None => Some(waiting),
+        };
+        if let Some(waiting) = sent {
+            debug!(node = %home, session, "the session's home is not up; refused");
+            fail(waiting, SessionError::UnknownSession(session));
+        }
+    }
+
     fn handle(&mut self, command: Command) {
         let now = self.now_ms();
         match command {
             Command::Register {
+                home: Some(home),
+                session,
+                peer,
+                client,
+                credential,
+                reply,
+            } => {
+                let op = Op::Register {
+                    session: session.clone(),
+                    peer,
+                    client,
+                    presented: credential.presented,
+                    fresh: credential.fresh,
+                };
+                self.forward(&home, session, op, Waiting::Register(reply));
+            }
+            Command::Register {
+                home: None,
                 session,
                 peer,
                 client,
@@ -276,6 +461,21 @@ impl Task {
                 let _ = reply.send(registered);
             }
             Command::Unregister {
+                home: Some(home),
+                session,
+                peer,
+                presented,
+                reply,
+            } => {
+                let op = Op::Unregister {
+                    session: session.clone(),
+                    peer,
+                    presented,
+                };
+                self.forward(&home, session, op, Waiting::Done(reply));
+            }
+            Command::Unregister {
+                home: None,
                 session,
                 peer,
                 presented,
@@ -288,6 +488,23 @@ impl Task {
                 );
             }
             Command::OpenStream {
+                home: Some(home),
+                session,
+                peer,
+                presented,
+                last_event_id,
+                reply,
+            } => {
+                let op = Op::OpenStream {
+                    session: session.clone(),
+                    peer,
+                    presented,
+                    last_event_id,
+                };
+                self.forward(&home, session, op, Waiting::Open(reply));
+            }
+            Command::OpenStream {
+                home: None,
                 session,
                 peer,
                 presented,
@@ -298,22 +515,32 @@ impl Task {
                 let opened = core
                     .authorize(&session, &peer, &presented)
                     .and_then(|()| core.handle_open_stream(&session, &peer, last_event_id, now))
-                    .map(|stream| {
-                        let (tx, events) = mpsc::channel(self.stream_capacity);
-                        self.streams.insert(stream, tx);
-                        OpenedStream {
-                            stream,
-                            events,
-                            guard: StreamGuard {
-                                stream,
-                                notes: self.notes_tx.clone(),
-                            },
-                        }
-                    });
+                    .map(|stream| self.open(stream));
                 // If the handler is gone, the guard inside drops and reports the close.
                 let _ = reply.send(opened);
             }
             Command::Message {
+                home: Some(home),
+                session,
+                from,
+                presented,
+                target,
+                kind,
+                payload,
+                reply,
+            } => {
+                let op = Op::Message {
+                    session: session.clone(),
+                    from,
+                    presented,
+                    target,
+                    kind,
+                    payload,
+                };
+                self.forward(&home, session, op, Waiting::Done(reply));
+            }
+            Command::Message {
+                home: None,
                 session,
                 from,
                 presented,
@@ -328,8 +555,163 @@ impl Task {
                 });
                 let _ = reply.send(result);
             }
+            Command::SessionIds { reply } => {
+                let _ = reply.send(Ok(self.core.session_ids()));
+            }
             Command::Gauges { reply } => {
                 let _ = reply.send(Ok((self.core.session_count(), self.core.queued_events())));
+            }
+        }
+    }
+
+    /// What the body of a stream reports; a proxy's notes go to the stream's home.
+    fn note(&mut self, note: StreamNote) {
+        let now = self.now_ms();
+        match note {
+            StreamNote::Written { stream, id } => match self.cluster.relay.proxied(stream) {
+                Some((home, remote)) => {
+                    self.send(&home, SessionWire::Written { stream: remote, id });
+                }
+                None => self.core.handle_stream_written(stream, id, now),
+            },
+            StreamNote::Closed(stream) => {
+                self.streams.remove(&stream);
+                match self.cluster.relay.close_proxy(stream) {
+                    Some((home, remote)) => {
+                        self.send(&home, SessionWire::Closed { stream: remote });
+                    }
+                    None => self.core.handle_stream_closed(stream, now),
+                }
+            }
+        }
+    }
+
+    /// One event of the link for the sessions.
+    fn link_event(&mut self, event: LinkEvent<SessionWire>) {
+        let now = self.now_ms();
+        match event {
+            LinkEvent::Connected | LinkEvent::Disconnected => {}
+            LinkEvent::Up(node) => {
+                self.cluster.up.send_modify(|up| {
+                    up.insert(node.clone());
+                });
+                self.cluster.relay.node_up(node);
+            }
+            LinkEvent::Down(node) => {
+                self.cluster.up.send_modify(|up| {
+                    up.remove(&node);
+                });
+                let lost = self.cluster.relay.node_down(&node);
+                if !(lost.requests.is_empty() && lost.proxies.is_empty() && lost.served.is_empty())
+                {
+                    warn!(node = %node, requests = lost.requests.len(), proxies = lost.proxies.len(), served = lost.served.len(), "cluster: node down; its sessions' streams end here");
+                }
+                for req in lost.requests {
+                    if let Some((session, waiting)) = self.cluster.waiting.remove(&req) {
+                        fail(waiting, SessionError::UnknownSession(session));
+                    }
+                }
+                for proxy in lost.proxies {
+                    // Dropping the sender ends the SSE response once it has written the rest.
+                    self.streams.remove(&proxy);
+                }
+                for stream in lost.served {
+                    self.core.handle_stream_closed(stream, now);
+                }
+            }
+            LinkEvent::Message(from, wire) => self.wire(&from, wire, now),
+        }
+    }
+
+    fn wire(&mut self, from: &NodeKey, wire: SessionWire, now: u64) {
+        match wire {
+            SessionWire::Request { req, op } => {
+                let result = super::cluster::serve(&mut self.core, op, now);
+                if let Ok(Answer::Opened { stream }) = result {
+                    self.cluster.relay.served_stream(StreamId(stream), from);
+                }
+                let reply = SessionWire::Reply {
+                    req,
+                    result: result.map_err(Into::into),
+                };
+                if !self.send(from, reply) {
+                    warn!(node = %from, "cluster link queue full; a session answer dropped");
+                }
+            }
+            SessionWire::Reply { req, result } => {
+                if !self.cluster.relay.answered(from, req) {
+                    debug!(node = %from, req, "an answer nobody waits for; dropped");
+                    return;
+                }
+                let Some((session, waiting)) = self.cluster.waiting.remove(&req) else {
+                    return;
+                };
+                self.answer(from, session, waiting, result);
+            }
+            SessionWire::Event { stream, id, data } => {
+                let Some(local) = self.cluster.relay.proxy(from, stream) else {
+                    return;
+                };
+                let Some(tx) = self.streams.get(&local) else {
+                    return;
+                };
+                let event = Event {
+                    id,
+                    data: data.into(),
+                };
+                if tx.try_send(event).is_err() {
+                    // Closed by its client, or (beyond the home's window) full: either way the
+                    // home keeps what was not taken as undelivered.
+                    self.streams.remove(&local);
+                    self.cluster.relay.close_proxy(local);
+                    self.send(from, SessionWire::Closed { stream });
+                }
+            }
+            SessionWire::Written { stream, id } => {
+                if self.cluster.relay.reader(StreamId(stream)) == Some(from) {
+                    self.core.handle_stream_written(StreamId(stream), id, now);
+                }
+            }
+            SessionWire::Closed { stream } => {
+                if self.cluster.relay.end_served(StreamId(stream), Some(from)) {
+                    self.core.handle_stream_closed(StreamId(stream), now);
+                }
+            }
+            SessionWire::End { stream } => {
+                if let Some(local) = self.cluster.relay.proxy(from, stream) {
+                    self.cluster.relay.close_proxy(local);
+                    self.streams.remove(&local);
+                }
+            }
+        }
+    }
+
+    /// The home's answer to a forwarded request, to whoever waits for it.
+    fn answer(
+        &mut self,
+        home: &NodeKey,
+        session: String,
+        waiting: Waiting,
+        result: Result<Answer, super::cluster::WireError>,
+    ) {
+        let result = result.map_err(SessionError::from);
+        match (waiting, result) {
+            (Waiting::Register(reply), Ok(Answer::Registered { registered, token })) => {
+                let _ = reply.send(Ok((registered, token)));
+            }
+            (Waiting::Done(reply), Ok(Answer::Done)) => {
+                let _ = reply.send(Ok(()));
+            }
+            (Waiting::Open(reply), Ok(Answer::Opened { stream })) => {
+                let local = self.cluster.relay.open_proxy(home, stream);
+                let opened = self.open(local);
+                // If the handler is gone, the guard inside drops and closes the proxy.
+                let _ = reply.send(Ok(opened));
+            }
+            (waiting, Err(e)) => fail(waiting, e),
+            (waiting, Ok(answer)) => {
+                warn!(node = %home, ?answer, "an answer of the wrong kind from another node");
+                fail(waiting, SessionError::UnknownSession(session));
             }
         }
     }
@@ -339,6 +721,16 @@ impl Task {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Deliver { stream, event } => {
+                    if let Some(reader) = self.cluster.relay.reader(stream).cloned() {
+                        if !self.send(&reader, super::cluster::event_wire(stream, &event)) {
+                            warn!(%stream, node = %reader, "cluster link queue full; ending the stream");
+                            self.cluster.relay.end_served(stream, None);
+                            self.send(&reader, SessionWire::End { stream: stream.0 });
+                            let now = self.now_ms();
+                            self.core.handle_stream_closed(stream, now);
+                        }
+                        continue;
+                    }
                     let Some(tx) = self.streams.get(&stream) else {
                         continue;
                     };
@@ -360,6 +752,10 @@ impl Task {
                     }
                 }
                 Output::End { stream } => {
+                    if let Some(reader) = self.cluster.relay.reader(stream).cloned() {
+                        self.cluster.relay.end_served(stream, None);
+                        self.send(&reader, SessionWire::End { stream: stream.0 });
+                    }
                     // Dropping the sender ends the response body once what it holds is written.
                     self.streams.remove(&stream);
                 }
@@ -368,7 +764,38 @@ impl Task {
     }
 }
 
-async fn run(limits: Limits, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+/// Answers a waiting request with a refusal.
+fn fail(waiting: Waiting, e: SessionError) {
+    match waiting {
+        Waiting::Register(reply) => {
+            let _ = reply.send(Err(e));
+        }
+        Waiting::Done(reply) => {
+            let _ = reply.send(Err(e));
+        }
+        Waiting::Open(reply) => {
+            let _ = reply.send(Err(e));
+        }
+    }
+}
+
+/// The next event of the link for the sessions; never, on a node alone.
+async fn next_input(
+    inputs: &mut Option<mpsc::UnboundedReceiver<LinkEvent<SessionWire>>>,
+) -> Option<LinkEvent<SessionWire>> {
+    match inputs {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(
+    limits: Limits,
+    mut rx: mpsc::Receiver<Command>,
+    mut inputs: Option<mpsc::UnboundedReceiver<LinkEvent<SessionWire>>>,
+    cluster: Cluster,
+    shutdown: CancellationToken,
+) {
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let ticking = !idle.is_zero();
     // A quarter of the timeout keeps expiry within 25 % late, between 10 ms and 1 s.
@@ -382,6 +809,7 @@ async fn run(limits: Limits, mut rx: mpsc::Receiver<Command>, shutdown: Cancella
         streams: HashMap::new(),
         notes_tx,
         start: Instant::now(),
+        cluster,
     };
     loop {
         tokio::select! {
@@ -391,18 +819,12 @@ async fn run(limits: Limits, mut rx: mpsc::Receiver<Command>, shutdown: Cancella
                 None => break,
                 Some(command) => task.handle(command),
             },
-            Some(note) = notes_rx.recv() => {
-                let now = task.now_ms();
-                match note {
-                    StreamNote::Written { stream, id } => {
-                        task.core.handle_stream_written(stream, id, now);
-                    }
-                    StreamNote::Closed(stream) => {
-                        task.streams.remove(&stream);
-                        task.core.handle_stream_closed(stream, now);
-                    }
-                }
-            }
+            Some(note) = notes_rx.recv() => task.note(note),
+            input = next_input(&mut inputs) => match input {
+                Some(event) => task.link_event(event),
+                // The router task (and its bridge) stopped: the server is going down.
+                None => inputs = None,
+            },
             _ = ticker.tick(), if ticking => {
                 let now = task.now_ms();
                 task.core.handle_tick(now);
