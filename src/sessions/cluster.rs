@@ -177,9 +177,8 @@ fn static_reason(reason: &str) -> &'static str {
         .unwrap_or("is not a valid id")
 }
 
-/// Runs a forwarded request on the home's core. A stream opened here is read by `from`'s node:
-/// the caller records it with [`Relay::served_stream`].
-pub(crate) fn serve(core: &mut Sessions, op: Op, now_ms: u64) -> Result<Answer, SessionError> {
+/// Runs a forwarded request on the home's core.
+fn serve(core: &mut Sessions, op: Op, now_ms: u64) -> Result<Answer, SessionError> {
     match op {
         Op::Register {
             session,
@@ -234,21 +233,21 @@ const FIRST_PROXY: u64 = 1 << 63;
 /// What a node going down undoes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Lost {
-    /// Requests sent to it and not answered: each fails.
-    pub(crate) requests: Vec<u64>,
+    /// Requests sent to it and not answered (number, session): each fails.
+    pub(crate) requests: Vec<(u64, String)>,
     /// Proxies of its streams: each ends (the SSE response ends).
     pub(crate) proxies: Vec<StreamId>,
     /// Streams homed here and read through it: each closes, as when a client goes away.
     pub(crate) served: Vec<StreamId>,
 }
 
-/// The sans-IO bookkeeping of the session API across nodes, for one node.
+/// The bookkeeping of the session API across nodes, for one node.
 #[derive(Debug, Default)]
 pub(crate) struct Relay {
     up: HashSet<NodeKey>,
     next_req: u64,
-    /// Request → the node it went to.
-    pending: HashMap<u64, NodeKey>,
+    /// Request → the node it went to, and its session.
+    pending: HashMap<u64, (NodeKey, String)>,
     next_proxy: u64,
     /// Local proxy id → (home, the home's stream id), and back.
     proxies: HashMap<StreamId, (NodeKey, u64)>,
@@ -262,18 +261,14 @@ impl Relay {
         self.up.contains(node)
     }
 
-    pub(crate) fn node_up(&mut self, node: NodeKey) {
-        self.up.insert(node);
-    }
-
     /// `node` is gone: everything that depended on it, to be undone by the caller.
-    pub(crate) fn node_down(&mut self, node: &NodeKey) -> Lost {
+    fn node_down(&mut self, node: &NodeKey) -> Lost {
         self.up.remove(node);
         let mut lost = Lost::default();
-        self.pending.retain(|&req, to| {
+        self.pending.retain(|&req, (to, session)| {
             let keep = to != node;
             if !keep {
-                lost.requests.push(req);
+                lost.requests.push((req, std::mem::take(session)));
             }
             keep
         });
@@ -298,84 +293,321 @@ impl Relay {
         lost
     }
 
-    /// A request is about to go to `home`: its number, or `None` if `home` is not up.
-    pub(crate) fn request(&mut self, home: &NodeKey) -> Option<u64> {
-        if !self.is_up(home) {
-            return None;
-        }
-        self.next_req += 1;
-        self.pending.insert(self.next_req, home.clone());
-        Some(self.next_req)
-    }
-
-    /// `from` answered `req`: whether that answer was awaited (from that node).
-    pub(crate) fn answered(&mut self, from: &NodeKey, req: u64) -> bool {
-        match self.pending.get(&req) {
-            Some(to) if to == from => {
-                self.pending.remove(&req);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// `home` opened its stream `remote` for a request of this node: the local proxy's id.
-    pub(crate) fn open_proxy(&mut self, home: &NodeKey, remote: u64) -> StreamId {
-        let local = StreamId(FIRST_PROXY + self.next_proxy);
-        self.next_proxy += 1;
-        self.proxies.insert(local, (home.clone(), remote));
-        self.proxy_of.insert((home.clone(), remote), local);
-        local
-    }
-
-    /// The local proxy of `home`'s stream `remote`, if there is one.
-    pub(crate) fn proxy(&self, home: &NodeKey, remote: u64) -> Option<StreamId> {
-        self.proxy_of.get(&(home.clone(), remote)).copied()
-    }
-
-    /// Where a local proxy's notes go: its home and the home's stream id.
-    pub(crate) fn proxied(&self, local: StreamId) -> Option<(NodeKey, u64)> {
-        self.proxies.get(&local).cloned()
-    }
-
     /// Forgets a proxy (it ended, on either side).
-    pub(crate) fn close_proxy(&mut self, local: StreamId) -> Option<(NodeKey, u64)> {
+    fn close_proxy(&mut self, local: StreamId) -> Option<(NodeKey, u64)> {
         let (home, remote) = self.proxies.remove(&local)?;
         self.proxy_of.remove(&(home.clone(), remote));
         Some((home, remote))
     }
 
-    /// This node's core opened `stream` for a request of `reader`.
-    pub(crate) fn served_stream(&mut self, stream: StreamId, reader: &NodeKey) {
-        self.served.insert(stream, reader.clone());
-    }
-
-    /// The node reading this node's `stream`, if another node reads it.
-    pub(crate) fn reader(&self, stream: StreamId) -> Option<&NodeKey> {
-        self.served.get(&stream)
-    }
-
-    /// `reader`'s stream ended (here or there): whether it was one it read.
-    pub(crate) fn end_served(&mut self, stream: StreamId, reader: Option<&NodeKey>) -> bool {
-        match (self.served.get(&stream), reader) {
-            (Some(r), Some(from)) if r != from => false,
-            (Some(_), _) => {
-                self.served.remove(&stream);
-                true
-            }
-            (None, _) => false,
-        }
-    }
-
-    /// Numbers in use (for the property test's invariants).
+    /// Requests in flight, proxies and served streams (for tests' invariants).
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
         (self.pending.len(), self.proxies.len(), self.served.len())
     }
+
+    /// Whether anything still depends on `node` (for tests' invariants).
+    #[cfg(test)]
+    pub(crate) fn depends_on(&self, node: &NodeKey) -> bool {
+        self.pending.values().any(|(to, _)| to == node)
+            || self.proxies.values().any(|(home, _)| home == node)
+            || self.served.values().any(|reader| reader == node)
+    }
+}
+
+/// What [`Clustered`] asks the IO layer to do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Out {
+    /// Send to another node (in order per node). If the link cannot take it, the IO layer
+    /// reports it with [`Clustered::handle_send_failed`].
+    Send(NodeKey, SessionWire),
+    /// The answer to a forwarded request ([`Clustered::forward`]); an opened stream is a
+    /// local proxy, whose id it names.
+    Answered {
+        req: u64,
+        result: Result<Answer, SessionError>,
+    },
+    /// Write an event on a local stream (this node's own or a proxy); the IO layer reports it
+    /// taken with [`Clustered::handle_stream_written`].
+    Deliver { stream: StreamId, event: Event },
+    /// End a local stream.
+    End { stream: StreamId },
+}
+
+impl PartialEq for SessionWire {
+    fn eq(&self, other: &Self) -> bool {
+        // Raw payloads compare by their text.
+        serde_json::to_string(self).ok() == serde_json::to_string(other).ok()
+    }
+}
+
+impl Eq for SessionWire {}
+
+/// The sessions core with its cluster side: requests for sessions homed elsewhere go to their
+/// home and their answers come back; streams read elsewhere and proxies of streams homed
+/// elsewhere; node loss. Sans-IO like the core: inputs are method calls (`now_ms` an argument),
+/// outputs come from [`Self::poll_output`].
+#[derive(Debug)]
+pub(crate) struct Clustered {
+    /// The core, for requests on sessions homed here.
+    pub(crate) sessions: Sessions,
+    relay: Relay,
+    outputs: std::collections::VecDeque<Out>,
+}
+
+impl Clustered {
+    pub(crate) fn new(sessions: Sessions) -> Self {
+        Self {
+            sessions,
+            relay: Relay::default(),
+            outputs: std::collections::VecDeque::new(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn relay(&self) -> &Relay {
+        &self.relay
+    }
+
+    /// The next thing for the IO layer to do.
+    pub(crate) fn poll_output(&mut self) -> Option<Out> {
+        self.drain();
+        self.outputs.pop_front()
+    }
+
+    /// Brings the core's outputs over, in order: a stream read through another node becomes a
+    /// message to that node.
+    fn drain(&mut self) {
+        while let Some(output) = self.sessions.poll_output() {
+            let out = match output {
+                super::Output::Deliver { stream, event } => match self.relay.served.get(&stream) {
+                    Some(reader) => Out::Send(reader.clone(), event_wire(stream, &event)),
+                    None => Out::Deliver { stream, event },
+                },
+                super::Output::End { stream } => match self.relay.served.remove(&stream) {
+                    Some(reader) => Out::Send(reader, SessionWire::End { stream: stream.0 }),
+                    None => Out::End { stream },
+                },
+            };
+            self.outputs.push_back(out);
+        }
+    }
+
+    pub(crate) fn handle_node_up(&mut self, node: NodeKey) {
+        self.relay.up.insert(node);
+    }
+
+    /// `node` is gone: its requests in flight fail (as an unknown session), its proxies end,
+    /// and the streams it read here close (their peers may reconnect, or leave when idle).
+    pub(crate) fn handle_node_down(&mut self, node: &NodeKey, now_ms: u64) {
+        self.drain();
+        let lost = self.relay.node_down(node);
+        if lost != Lost::default() {
+            tracing::warn!(
+                node = %node,
+                requests = lost.requests.len(),
+                proxies = lost.proxies.len(),
+                served = lost.served.len(),
+                "cluster: node down; the session streams that went through it end"
+            );
+        }
+        for (req, session) in lost.requests {
+            self.outputs.push_back(Out::Answered {
+                req,
+                result: Err(SessionError::UnknownSession(session)),
+            });
+        }
+        for stream in lost.proxies {
+            self.outputs.push_back(Out::End { stream });
+        }
+        for stream in lost.served {
+            self.sessions.handle_stream_closed(stream, now_ms);
+        }
+    }
+
+    /// Sends a request to the session's home; its answer comes as [`Out::Answered`] with the
+    /// number returned. A home not up is refused at once (as an unknown session).
+    pub(crate) fn forward(&mut self, home: &NodeKey, op: Op) -> Result<u64, SessionError> {
+        let session = op.session().to_owned();
+        if !self.relay.is_up(home) {
+            debug!(node = %home, session, "the session's home is not up; refused");
+            return Err(SessionError::UnknownSession(session));
+        }
+        self.drain();
+        self.relay.next_req += 1;
+        let req = self.relay.next_req;
+        self.relay.pending.insert(req, (home.clone(), session));
+        self.outputs
+            .push_back(Out::Send(home.clone(), SessionWire::Request { req, op }));
+        Ok(req)
+    }
+
+    /// The link could not take a message for `to`: a request fails at once; a served stream's
+    /// event ends the stream (its events stay undelivered, for the peer's reconnect).
+    pub(crate) fn handle_send_failed(&mut self, to: &NodeKey, sent: Sent, now_ms: u64) {
+        self.drain();
+        match sent {
+            Sent::Request(req) => {
+                if let Some((_, session)) = self.relay.pending.remove(&req) {
+                    self.outputs.push_back(Out::Answered {
+                        req,
+                        result: Err(SessionError::UnknownSession(session)),
+                    });
+                }
+            }
+            Sent::Event(stream) => {
+                if self.relay.served.get(&StreamId(stream)) == Some(to) {
+                    self.relay.served.remove(&StreamId(stream));
+                    self.sessions.handle_stream_closed(StreamId(stream), now_ms);
+                    self.outputs
+                        .push_back(Out::Send(to.clone(), SessionWire::End { stream }));
+                }
+            }
+            // A lost note or answer: the other side's stream or request ends with this node's
+            // loss if the link does not recover.
+            Sent::Other => warn!(node = %to, "a session message for another node dropped"),
+        }
+    }
+
+    /// A local stream's writer took every event up to `upto`.
+    pub(crate) fn handle_stream_written(&mut self, stream: StreamId, upto: u64, now_ms: u64) {
+        match self.relay.proxies.get(&stream).cloned() {
+            Some((home, remote)) => {
+                self.drain();
+                self.outputs.push_back(Out::Send(
+                    home,
+                    SessionWire::Written {
+                        stream: remote,
+                        id: upto,
+                    },
+                ));
+            }
+            None => self.sessions.handle_stream_written(stream, upto, now_ms),
+        }
+    }
+
+    /// A local stream ended on the client's side.
+    pub(crate) fn handle_stream_closed(&mut self, stream: StreamId, now_ms: u64) {
+        match self.relay.close_proxy(stream) {
+            Some((home, remote)) => {
+                self.drain();
+                self.outputs
+                    .push_back(Out::Send(home, SessionWire::Closed { stream: remote }));
+            }
+            None => self.sessions.handle_stream_closed(stream, now_ms),
+        }
+    }
+
+    /// A message from another node. Anything from a node not up is dropped (its end was
+    /// handled when it went down, or it has not come up yet).
+    pub(crate) fn handle_wire(&mut self, from: &NodeKey, wire: SessionWire, now_ms: u64) {
+        if !self.relay.is_up(from) {
+            debug!(node = %from, "a session message from a node not up; dropped");
+            return;
+        }
+        self.drain();
+        match wire {
+            SessionWire::Request { req, op } => {
+                let result = serve(&mut self.sessions, op, now_ms);
+                if let Ok(Answer::Opened { stream }) = result {
+                    self.relay.served.insert(StreamId(stream), from.clone());
+                }
+                // The answer goes before the stream's backlog, which the core still holds.
+                self.outputs.push_back(Out::Send(
+                    from.clone(),
+                    SessionWire::Reply {
+                        req,
+                        result: result.map_err(Into::into),
+                    },
+                ));
+            }
+            SessionWire::Reply { req, result } => {
+                match self.relay.pending.get(&req) {
+                    Some((to, _)) if to == from => {}
+                    _ => {
+                        debug!(node = %from, req, "an answer nobody waits for; dropped");
+                        return;
+                    }
+                }
+                self.relay.pending.remove(&req);
+                let result = match result {
+                    Ok(Answer::Opened { stream }) => {
+                        let local = StreamId(FIRST_PROXY + self.relay.next_proxy);
+                        self.relay.next_proxy += 1;
+                        self.relay.proxies.insert(local, (from.clone(), stream));
+                        self.relay.proxy_of.insert((from.clone(), stream), local);
+                        Ok(Answer::Opened { stream: local.0 })
+                    }
+                    Ok(answer) => Ok(answer),
+                    Err(e) => Err(e.into()),
+                };
+                self.outputs.push_back(Out::Answered { req, result });
+            }
+            SessionWire::Event { stream, id, data } => {
+                if let Some(&local) = self.relay.proxy_of.get(&(from.clone(), stream)) {
+                    self.outputs.push_back(Out::Deliver {
+                        stream: local,
+                        event: Event {
+                            id,
+                            data: data.into(),
+                        },
+                    });
+                }
+            }
+            SessionWire::Written { stream, id } => {
+                if self.relay.served.get(&StreamId(stream)) == Some(from) {
+                    self.sessions
+                        .handle_stream_written(StreamId(stream), id, now_ms);
+                }
+            }
+            SessionWire::Closed { stream } => {
+                if self.relay.served.get(&StreamId(stream)) == Some(from) {
+                    self.relay.served.remove(&StreamId(stream));
+                    self.sessions.handle_stream_closed(StreamId(stream), now_ms);
+                }
+            }
+            SessionWire::End { stream } => {
+                if let Some(local) = self.relay.proxy_of.get(&(from.clone(), stream)).copied() {
+                    self.relay.close_proxy(local);
+                    self.outputs.push_back(Out::End { stream: local });
+                }
+            }
+        }
+    }
+}
+
+/// What a message was, for [`Clustered::handle_send_failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    Request(u64),
+    Event(u64),
+    Other,
+}
+
+impl SessionWire {
+    pub(crate) fn summary(&self) -> Sent {
+        match self {
+            Self::Request { req, .. } => Sent::Request(*req),
+            Self::Event { stream, .. } => Sent::Event(*stream),
+            _ => Sent::Other,
+        }
+    }
+}
+
+impl Op {
+    /// The session the request is for.
+    pub(crate) fn session(&self) -> &str {
+        match self {
+            Self::Register { session, .. }
+            | Self::Unregister { session, .. }
+            | Self::OpenStream { session, .. }
+            | Self::Message { session, .. } => session,
+        }
+    }
 }
 
 /// An event as it crosses the link.
-pub(crate) fn event_wire(stream: StreamId, event: &Event) -> SessionWire {
+fn event_wire(stream: StreamId, event: &Event) -> SessionWire {
     SessionWire::Event {
         stream: stream.0,
         id: event.id,

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::cluster::{Answer, Home, Homes, Op, Relay, SessionWire};
-use super::{EVENT_OVERHEAD, Event, Limits, Output, Registered, SessionError, Sessions, StreamId};
+use super::cluster::{Answer, Clustered, Home, Homes, Op, Out, SessionWire};
+use super::{EVENT_OVERHEAD, Event, Limits, Registered, SessionError, Sessions, StreamId};
 use crate::cluster::bridge::Wire;
 use crate::cluster::link::{LinkEvent, NodeKey};
 use crate::cluster::link_task::LinkHandle;
@@ -317,7 +317,6 @@ pub(crate) fn spawn_clustered(
     }
     let cluster = Cluster {
         link,
-        relay: Relay::default(),
         waiting: HashMap::new(),
         up: up_tx,
     };
@@ -351,18 +350,17 @@ enum Waiting {
     Open(oneshot::Sender<Result<OpenedStream, SessionError>>),
 }
 
-/// The task's cluster side: the link and the [`Relay`] bookkeeping.
+/// The task's cluster side: the link and the requests waiting for another node.
 struct Cluster {
     link: Option<LinkHandle<Wire>>,
-    relay: Relay,
-    /// Request number → the session it is for and who waits for the answer.
-    waiting: HashMap<u64, (String, Waiting)>,
+    /// Request number → who waits for the answer.
+    waiting: HashMap<u64, Waiting>,
     /// The nodes up, for the handles' home look-ups.
     up: tokio::sync::watch::Sender<HashSet<NodeKey>>,
 }
 
 struct Task {
-    core: Sessions,
+    node: Clustered,
     streams: HashMap<StreamId, mpsc::Sender<Event>>,
     /// Enough for a whole window of the smallest events, so a send never finds a channel full.
     stream_capacity: usize,
@@ -374,14 +372,6 @@ struct Task {
 impl Task {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Sends to another node; `false` if the link cannot take it now.
-    fn send(&self, to: &NodeKey, wire: SessionWire) -> bool {
-        match &self.cluster.link {
-            Some(link) => link.send(to, Wire::Session(wire)).is_ok(),
-            None => false,
-        }
     }
 
     /// A new stream's channel and guard.
@@ -398,25 +388,13 @@ impl Task {
         }
     }
 
-    /// Sends `op` to `home` and keeps `waiting` for the answer; a home not up (any more) or a
-    /// full link is answered at once as an unknown session.
-    fn forward(&mut self, home: &NodeKey, session: String, op: Op, waiting: Waiting) {
-        let sent = match self.cluster.relay.request(home) {
-            Some(req) => {
-                if self.send(home, SessionWire::Request { req, op }) {
-                    self.cluster.waiting.insert(req, (session.clone(), waiting));
-                    None
-                } else {
-                    warn!(node = %home, session, "cluster link queue full; session request refused");
-                    self.cluster.relay.answered(home, req);
-                    Some(waiting)
-                }
+    /// Sends `op` to `home` and keeps `waiting` for the answer.
+    fn forward(&mut self, home: &NodeKey, op: Op, waiting: Waiting) {
+        match self.node.forward(home, op) {
+            Ok(req) => {
+                self.cluster.waiting.insert(req, waiting);
             }
-            None => Some(waiting),
-        };
-        if let Some(waiting) = sent {
-            debug!(node = %home, session, "the session's home is not up; refused");
-            fail(waiting, SessionError::UnknownSession(session));
+            Err(e) => fail(waiting, e),
         }
     }
 
@@ -432,13 +410,13 @@ impl Task {
                 reply,
             } => {
                 let op = Op::Register {
-                    session: session.clone(),
+                    session,
                     peer,
                     client,
                     presented: credential.presented,
                     fresh: credential.fresh,
                 };
-                self.forward(&home, session, op, Waiting::Register(reply));
+                self.forward(&home, op, Waiting::Register(reply));
             }
             Command::Register {
                 home: None,
@@ -448,7 +426,7 @@ impl Task {
                 credential,
                 reply,
             } => {
-                let core = &mut self.core;
+                let core = &mut self.node.sessions;
                 let registered = core
                     .authorize(&session, &peer, &credential.presented)
                     .and_then(|()| core.handle_register(&session, &peer, client, now))
@@ -468,11 +446,11 @@ impl Task {
                 reply,
             } => {
                 let op = Op::Unregister {
-                    session: session.clone(),
+                    session,
                     peer,
                     presented,
                 };
-                self.forward(&home, session, op, Waiting::Done(reply));
+                self.forward(&home, op, Waiting::Done(reply));
             }
             Command::Unregister {
                 home: None,
@@ -481,7 +459,7 @@ impl Task {
                 presented,
                 reply,
             } => {
-                let core = &mut self.core;
+                let core = &mut self.node.sessions;
                 let _ = reply.send(
                     core.authorize(&session, &peer, &presented)
                         .and_then(|()| core.handle_unregister(&session, &peer, now)),
@@ -496,12 +474,12 @@ impl Task {
                 reply,
             } => {
                 let op = Op::OpenStream {
-                    session: session.clone(),
+                    session,
                     peer,
                     presented,
                     last_event_id,
                 };
-                self.forward(&home, session, op, Waiting::Open(reply));
+                self.forward(&home, op, Waiting::Open(reply));
             }
             Command::OpenStream {
                 home: None,
@@ -511,7 +489,7 @@ impl Task {
                 last_event_id,
                 reply,
             } => {
-                let core = &mut self.core;
+                let core = &mut self.node.sessions;
                 let opened = core
                     .authorize(&session, &peer, &presented)
                     .and_then(|()| core.handle_open_stream(&session, &peer, last_event_id, now))
@@ -530,14 +508,14 @@ impl Task {
                 reply,
             } => {
                 let op = Op::Message {
-                    session: session.clone(),
+                    session,
                     from,
                     presented,
                     target,
                     kind,
                     payload,
                 };
-                self.forward(&home, session, op, Waiting::Done(reply));
+                self.forward(&home, op, Waiting::Done(reply));
             }
             Command::Message {
                 home: None,
@@ -549,39 +527,31 @@ impl Task {
                 payload,
                 reply,
             } => {
-                let core = &mut self.core;
+                let core = &mut self.node.sessions;
                 let result = core.authorize(&session, &from, &presented).and_then(|()| {
                     core.handle_message(&session, &from, &target, &kind, payload.as_deref(), now)
                 });
                 let _ = reply.send(result);
             }
             Command::SessionIds { reply } => {
-                let _ = reply.send(Ok(self.core.session_ids()));
+                let _ = reply.send(Ok(self.node.sessions.session_ids()));
             }
             Command::Gauges { reply } => {
-                let _ = reply.send(Ok((self.core.session_count(), self.core.queued_events())));
+                let _ = reply.send(Ok((
+                    self.node.sessions.session_count(),
+                    self.node.sessions.queued_events(),
+                )));
             }
         }
     }
 
-    /// What the body of a stream reports; a proxy's notes go to the stream's home.
     fn note(&mut self, note: StreamNote) {
         let now = self.now_ms();
         match note {
-            StreamNote::Written { stream, id } => match self.cluster.relay.proxied(stream) {
-                Some((home, remote)) => {
-                    self.send(&home, SessionWire::Written { stream: remote, id });
-                }
-                None => self.core.handle_stream_written(stream, id, now),
-            },
+            StreamNote::Written { stream, id } => self.node.handle_stream_written(stream, id, now),
             StreamNote::Closed(stream) => {
                 self.streams.remove(&stream);
-                match self.cluster.relay.close_proxy(stream) {
-                    Some((home, remote)) => {
-                        self.send(&home, SessionWire::Closed { stream: remote });
-                    }
-                    None => self.core.handle_stream_closed(stream, now),
-                }
+                self.node.handle_stream_closed(stream, now);
             }
         }
     }
@@ -595,106 +565,23 @@ impl Task {
                 self.cluster.up.send_modify(|up| {
                     up.insert(node.clone());
                 });
-                self.cluster.relay.node_up(node);
+                self.node.handle_node_up(node);
             }
             LinkEvent::Down(node) => {
                 self.cluster.up.send_modify(|up| {
                     up.remove(&node);
                 });
-                let lost = self.cluster.relay.node_down(&node);
-                if !(lost.requests.is_empty() && lost.proxies.is_empty() && lost.served.is_empty())
-                {
-                    warn!(node = %node, requests = lost.requests.len(), proxies = lost.proxies.len(), served = lost.served.len(), "cluster: node down; its sessions' streams end here");
-                }
-                for req in lost.requests {
-                    if let Some((session, waiting)) = self.cluster.waiting.remove(&req) {
-                        fail(waiting, SessionError::UnknownSession(session));
-                    }
-                }
-                for proxy in lost.proxies {
-                    // Dropping the sender ends the SSE response once it has written the rest.
-                    self.streams.remove(&proxy);
-                }
-                for stream in lost.served {
-                    self.core.handle_stream_closed(stream, now);
-                }
+                self.node.handle_node_down(&node, now);
             }
-            LinkEvent::Message(from, wire) => self.wire(&from, wire, now),
-        }
-    }
-
-    fn wire(&mut self, from: &NodeKey, wire: SessionWire, now: u64) {
-        match wire {
-            SessionWire::Request { req, op } => {
-                let result = super::cluster::serve(&mut self.core, op, now);
-                if let Ok(Answer::Opened { stream }) = result {
-                    self.cluster.relay.served_stream(StreamId(stream), from);
-                }
-                let reply = SessionWire::Reply {
-                    req,
-                    result: result.map_err(Into::into),
-                };
-                if !self.send(from, reply) {
-                    warn!(node = %from, "cluster link queue full; a session answer dropped");
-                }
-            }
-            SessionWire::Reply { req, result } => {
-                if !self.cluster.relay.answered(from, req) {
-                    debug!(node = %from, req, "an answer nobody waits for; dropped");
-                    return;
-                }
-                let Some((session, waiting)) = self.cluster.waiting.remove(&req) else {
-                    return;
-                };
-                self.answer(from, session, waiting, result);
-            }
-            SessionWire::Event { stream, id, data } => {
-                let Some(local) = self.cluster.relay.proxy(from, stream) else {
-                    return;
-                };
-                let Some(tx) = self.streams.get(&local) else {
-                    return;
-                };
-                let event = Event {
-                    id,
-                    data: data.into(),
-                };
-                if tx.try_send(event).is_err() {
-                    // Closed by its client, or (beyond the home's window) full: either way the
-                    // home keeps what was not taken as undelivered.
-                    self.streams.remove(&local);
-                    self.cluster.relay.close_proxy(local);
-                    self.send(from, SessionWire::Closed { stream });
-                }
-            }
-            SessionWire::Written { stream, id } => {
-                if self.cluster.relay.reader(StreamId(stream)) == Some(from) {
-                    self.core.handle_stream_written(StreamId(stream), id, now);
-                }
-            }
-            SessionWire::Closed { stream } => {
-                if self.cluster.relay.end_served(StreamId(stream), Some(from)) {
-                    self.core.handle_stream_closed(StreamId(stream), now);
-                }
-            }
-            SessionWire::End { stream } => {
-                if let Some(local) = self.cluster.relay.proxy(from, stream) {
-                    self.cluster.relay.close_proxy(local);
-                    self.streams.remove(&local);
-                }
-            }
+            LinkEvent::Message(from, wire) => self.node.handle_wire(&from, wire, now),
         }
     }
 
     /// The home's answer to a forwarded request, to whoever waits for it.
-    fn answer(
-        &mut self,
-        home: &NodeKey,
-        session: String,
-        waiting: Waiting,
-        result: Result<Answer, super::cluster::WireError>,
-    ) {
-        let result = result.map_err(SessionError::from);
+    fn answer(&mut self, req: u64, result: Result<Answer, SessionError>) {
+        let Some(waiting) = self.cluster.waiting.remove(&req) else {
+            return;
+        };
         match (waiting, result) {
             (Waiting::Register(reply), Ok(Answer::Registered { registered, token })) => {
                 let _ = reply.send(Ok((registered, token)));
@@ -703,34 +590,35 @@ impl Task {
                 let _ = reply.send(Ok(()));
             }
             (Waiting::Open(reply), Ok(Answer::Opened { stream })) => {
-                let local = self.cluster.relay.open_proxy(home, stream);
-                let opened = self.open(local);
+                let opened = self.open(StreamId(stream));
                 // If the handler is gone, the guard inside drops and closes the proxy.
                 let _ = reply.send(Ok(opened));
             }
             (waiting, Err(e)) => fail(waiting, e),
             (waiting, Ok(answer)) => {
-                warn!(node = %home, ?answer, "an answer of the wrong kind from another node");
-                fail(waiting, SessionError::UnknownSession(session));
+                warn!(?answer, "an answer of the wrong kind from another node");
+                fail(waiting, SessionError::UnknownSession(String::new()));
             }
         }
     }
 
-    /// Hands every pending output to its stream without waiting.
+    /// Carries out every pending output without waiting.
     fn dispatch(&mut self) {
-        while let Some(output) = self.core.poll_output() {
+        while let Some(output) = self.node.poll_output() {
             match output {
-                Output::Deliver { stream, event } => {
-                    if let Some(reader) = self.cluster.relay.reader(stream).cloned() {
-                        if !self.send(&reader, super::cluster::event_wire(stream, &event)) {
-                            warn!(%stream, node = %reader, "cluster link queue full; ending the stream");
-                            self.cluster.relay.end_served(stream, None);
-                            self.send(&reader, SessionWire::End { stream: stream.0 });
-                            let now = self.now_ms();
-                            self.core.handle_stream_closed(stream, now);
-                        }
+                Out::Send(to, wire) => {
+                    let Some(link) = &self.cluster.link else {
                         continue;
+                    };
+                    let sent = wire.summary();
+                    if link.send(&to, Wire::Session(wire)).is_err() {
+                        warn!(node = %to, "cluster link queue full; a session message not sent");
+                        let now = self.now_ms();
+                        self.node.handle_send_failed(&to, sent, now);
                     }
+                }
+                Out::Answered { req, result } => self.answer(req, result),
+                Out::Deliver { stream, event } => {
                     let Some(tx) = self.streams.get(&stream) else {
                         continue;
                     };
@@ -742,20 +630,16 @@ impl Task {
                             warn!(%stream, "event stream channel full; ending it");
                             self.streams.remove(&stream);
                             let now = self.now_ms();
-                            self.core.handle_stream_closed(stream, now);
+                            self.node.handle_stream_closed(stream, now);
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
                             self.streams.remove(&stream);
                             let now = self.now_ms();
-                            self.core.handle_stream_closed(stream, now);
+                            self.node.handle_stream_closed(stream, now);
                         }
                     }
                 }
-                Output::End { stream } => {
-                    if let Some(reader) = self.cluster.relay.reader(stream).cloned() {
-                        self.cluster.relay.end_served(stream, None);
-                        self.send(&reader, SessionWire::End { stream: stream.0 });
-                    }
+                Out::End { stream } => {
                     // Dropping the sender ends the response body once what it holds is written.
                     self.streams.remove(&stream);
                 }
@@ -805,7 +689,7 @@ async fn run(
     let (notes_tx, mut notes_rx) = mpsc::unbounded_channel();
     let mut task = Task {
         stream_capacity: limits.stream_window_bytes / EVENT_OVERHEAD + 2,
-        core: Sessions::new(limits),
+        node: Clustered::new(Sessions::new(limits)),
         streams: HashMap::new(),
         notes_tx,
         start: Instant::now(),
@@ -827,7 +711,7 @@ async fn run(
             },
             _ = ticker.tick(), if ticking => {
                 let now = task.now_ms();
-                task.core.handle_tick(now);
+                task.node.sessions.handle_tick(now);
             }
         }
         task.dispatch();
