@@ -178,7 +178,7 @@ fn static_reason(reason: &str) -> &'static str {
 }
 
 /// Runs a forwarded request on the home's core.
-fn serve(core: &mut Sessions, op: Op, now_ms: u64) -> Result<Answer, SessionError> {
+pub(super) fn serve(core: &mut Sessions, op: Op, now_ms: u64) -> Result<Answer, SessionError> {
     match op {
         Op::Register {
             session,
