@@ -616,7 +616,7 @@ fn event_wire(stream: StreamId, event: &Event) -> SessionWire {
 }
 
 /// Where a session lives, as far as this node can tell.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Home {
     Here,
     There(NodeKey),
@@ -635,6 +635,81 @@ if (not cur) or cur == ARGV[1] or cur == ARGV[2] then
 end
 return cur
 ";
+
+/// The home of the session whose claim is `key`, as `me` sees it (`up` tells which nodes are
+/// up); with `claim`, a claim nobody holds, or a holder not up (dead), becomes `me`'s.
+pub(super) async fn resolve(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    me: &NodeKey,
+    claim: bool,
+    up: impl Fn(&NodeKey) -> bool,
+) -> redis::RedisResult<Home> {
+    let mine = holder(me);
+    let mut dead = String::new();
+    // A takeover races other nodes at most once each; a few rounds always settle.
+    for _ in 0..4 {
+        let current: Option<String> = if claim {
+            redis::Script::new(CLAIM)
+                .key(key)
+                .arg(&mine)
+                .arg(&dead)
+                .arg(ttl_ms())
+                .invoke_async(conn)
+                .await?
+        } else {
+            redis::cmd("GET").arg(key).query_async(conn).await?
+        };
+        let Some(current) = current else {
+            return Ok(Home::Here);
+        };
+        if current == mine {
+            return Ok(Home::Here);
+        }
+        match parse_holder(&current) {
+            Some(node) if up(&node) => return Ok(Home::There(node)),
+            // Unknown here: the core answers as for any unknown session.
+            _ if !claim => return Ok(Home::Here),
+            _ => {
+                debug!(
+                    key,
+                    holder = current,
+                    "cluster: the session's home is gone; taking it over"
+                );
+                dead = current;
+            }
+        }
+    }
+    Ok(Home::Here)
+}
+
+/// Renews `me`'s claims among `keys` (a claim another node holds now is left alone).
+pub(super) async fn refresh(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &[String],
+    me: &NodeKey,
+) -> redis::RedisResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mine = holder(me);
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("EVAL")
+            .arg(CLAIM)
+            .arg(1)
+            .arg(key)
+            .arg(&mine)
+            .arg("")
+            .arg(ttl_ms())
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+fn ttl_ms() -> u64 {
+    u64::try_from(CLAIM_TTL.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// The Redis side of the home claims, shared by every [`super::task::SessionsHandle`].
 pub(crate) struct Homes {
@@ -716,65 +791,17 @@ impl Homes {
 
     async fn lookup(&self, session: &str, claim: bool) -> redis::RedisResult<Home> {
         let me = self.link.me();
-        let mine = holder(&me);
         let mut conn = self.conn().await?;
-        let key = self.key(session);
-        let mut dead = String::new();
-        // A takeover races other nodes at most once each; a few rounds always settle.
-        for _ in 0..4 {
-            let current: Option<String> = if claim {
-                redis::Script::new(CLAIM)
-                    .key(&key)
-                    .arg(&mine)
-                    .arg(&dead)
-                    .arg(u64::try_from(CLAIM_TTL.as_millis()).unwrap_or(u64::MAX))
-                    .invoke_async(&mut conn)
-                    .await?
-            } else {
-                redis::cmd("GET").arg(&key).query_async(&mut conn).await?
-            };
-            let Some(current) = current else {
-                return Ok(Home::Here);
-            };
-            if current == mine {
-                return Ok(Home::Here);
-            }
-            match parse_holder(&current) {
-                Some(node) if self.up.borrow().contains(&node) => return Ok(Home::There(node)),
-                _ if !claim => return Ok(Home::Here),
-                _ => {
-                    debug!(
-                        session,
-                        holder = current,
-                        "cluster: the session's home is gone; taking it over"
-                    );
-                    dead = current;
-                }
-            }
-        }
-        Ok(Home::Here)
+        let up = |node: &NodeKey| self.up.borrow().contains(node);
+        resolve(&mut conn, &self.key(session), &me, claim, up).await
     }
 
     /// Keeps the claims of `sessions` (homed here) alive.
     pub(crate) async fn refresh(&self, sessions: &[String]) -> redis::RedisResult<()> {
-        if sessions.is_empty() {
-            return Ok(());
-        }
-        let mine = holder(&self.link.me());
+        let me = self.link.me();
         let mut conn = self.conn().await?;
-        let mut pipe = redis::pipe();
-        let ttl = u64::try_from(CLAIM_TTL.as_millis()).unwrap_or(u64::MAX);
-        for session in sessions {
-            pipe.cmd("EVAL")
-                .arg(CLAIM)
-                .arg(1)
-                .arg(self.key(session))
-                .arg(&mine)
-                .arg("")
-                .arg(ttl)
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await
+        let keys: Vec<String> = sessions.iter().map(|s| self.key(s)).collect();
+        refresh(&mut conn, &keys, &me).await
     }
 
     /// How often [`Self::refresh`] runs.

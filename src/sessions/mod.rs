@@ -11,6 +11,8 @@
 
 pub(crate) mod cluster;
 #[cfg(test)]
+mod cluster_redis_tests;
+#[cfg(test)]
 mod cluster_tests;
 #[cfg(any(test, fuzzing))]
 pub(crate) mod invariants;
