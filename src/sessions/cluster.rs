@@ -707,6 +707,15 @@ pub(super) async fn refresh(
     pipe.query_async::<()>(conn).await
 }
 
+/// A Redis call that does not answer within 2 s is an error (a request never hangs on Redis).
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(Duration::from_secs(2), call)
+        .await
+        .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
+}
+
 fn ttl_ms() -> u64 {
     u64::try_from(CLAIM_TTL.as_millis()).unwrap_or(u64::MAX)
 }
@@ -714,7 +723,9 @@ fn ttl_ms() -> u64 {
 /// The Redis side of the home claims, shared by every [`super::task::SessionsHandle`].
 pub(crate) struct Homes {
     client: redis::Client,
-    conn: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+    /// Made on first use, and again after an error (a multiplexed connection does not
+    /// reconnect by itself once Redis went away).
+    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     prefix: String,
     link: crate::cluster::link_task::LinkHandle<crate::cluster::bridge::Wire>,
     up: tokio::sync::watch::Receiver<HashSet<NodeKey>>,
@@ -747,7 +758,7 @@ impl Homes {
     ) -> redis::RedisResult<Arc<Self>> {
         Ok(Arc::new(Self {
             client: redis::Client::open(redis_url)?,
-            conn: tokio::sync::OnceCell::new(),
+            conn: tokio::sync::Mutex::new(None),
             prefix: prefix.to_owned(),
             link,
             up,
@@ -755,19 +766,21 @@ impl Homes {
     }
 
     async fn conn(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        self.conn
-            .get_or_try_init(|| async {
-                tokio::time::timeout(
-                    Duration::from_secs(2),
-                    self.client.get_multiplexed_async_connection(),
-                )
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-                })?
-            })
-            .await
-            .cloned()
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = &*slot {
+            return Ok(conn.clone());
+        }
+        let conn = bounded(self.client.get_multiplexed_async_connection()).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// After an error the next request connects afresh.
+    async fn forget<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if result.is_err() {
+            *self.conn.lock().await = None;
+        }
+        result
     }
 
     fn key(&self, session: &str) -> String {
@@ -777,7 +790,12 @@ impl Homes {
     /// The home of `session`; with `claim`, a session nobody (alive) holds becomes this node's.
     /// Without Redis, this node serves the request itself (as a node alone would).
     pub(crate) async fn home(&self, session: &str, claim: bool) -> Home {
-        match self.lookup(session, claim).await {
+        // A connection broken by a Redis restart fails once; the retry connects afresh.
+        let mut result = self.lookup(session, claim).await;
+        if result.is_err() {
+            result = self.lookup(session, claim).await;
+        }
+        match result {
             Ok(home) => home,
             Err(e) => {
                 warn!(
@@ -793,7 +811,8 @@ impl Homes {
         let me = self.link.me();
         let mut conn = self.conn().await?;
         let up = |node: &NodeKey| self.up.borrow().contains(node);
-        resolve(&mut conn, &self.key(session), &me, claim, up).await
+        let result = bounded(resolve(&mut conn, &self.key(session), &me, claim, up)).await;
+        self.forget(result).await
     }
 
     /// Keeps the claims of `sessions` (homed here) alive.
@@ -801,7 +820,8 @@ impl Homes {
         let me = self.link.me();
         let mut conn = self.conn().await?;
         let keys: Vec<String> = sessions.iter().map(|s| self.key(s)).collect();
-        refresh(&mut conn, &keys, &me).await
+        let result = bounded(refresh(&mut conn, &keys, &me)).await;
+        self.forget(result).await
     }
 
     /// How often [`Self::refresh`] runs.

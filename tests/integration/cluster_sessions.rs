@@ -157,3 +157,31 @@ async fn sessions_across_nodes() {
     b.api.register("room", "tablet").await;
     phone.expect(event("tablet", "new-peer")).await;
 }
+
+#[tokio::test]
+async fn sessions_pair_across_nodes_again_after_redis_restarts() {
+    let mut redis = RedisServer::start().await;
+    let mut a = Node::start(&redis, "a").await;
+    let mut b = Node::start(&redis, "b").await;
+    a.logged("cluster: node up").await;
+    b.logged("cluster: node up").await;
+    a.api.register("before", "web").await;
+    b.api.register("before", "phone").await;
+
+    // Redis restarts empty: each node's connections break, and each reconnects.
+    redis.restart().await;
+    for node in [&mut a, &mut b] {
+        node.logged("cluster: Redis lost").await;
+        node.logged("cluster: connected to Redis").await;
+    }
+    // A new session pairs across the nodes: the home claims work on fresh connections.
+    a.api.register("after", "web").await;
+    let mut web = a.api.events("after", "web").await;
+    b.api.register("after", "phone").await;
+    web.expect(event("phone", "new-peer")).await;
+    b.api
+        .send("after", "phone", "web", "offer", json!({"sdp": "o"}))
+        .await;
+    web.expect(event_with("phone", "offer", json!({"sdp": "o"})))
+        .await;
+}
