@@ -57,7 +57,8 @@ pub(crate) enum Wire {
     Session(crate::sessions::cluster::SessionWire),
 }
 
-/// Where the bridge hands the sessions task its share of the link's events.
+/// Where the bridge hands the sessions task its share of the link's events. Unbounded because
+/// the bridge never awaits; what arrives is bounded by the link's own inbox reads.
 pub(crate) type SessionInputs =
     tokio::sync::mpsc::UnboundedSender<LinkEvent<crate::sessions::cluster::SessionWire>>;
 
