@@ -446,8 +446,12 @@ async fn run(
             events,
             claims,
             claimed,
+            sessions,
             ..
-        }) => (Some(Bridge::new(link, claims)), Some((events, claimed))),
+        }) => (
+            Some(Bridge::new(link, claims).with_sessions(sessions)),
+            Some((events, claimed)),
+        ),
         None => (None, None),
     };
     let Timers {

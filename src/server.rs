@@ -393,6 +393,17 @@ impl Server {
         // The configuration in force: what can change on SIGHUP is read from here.
         let (live_tx, live) = watch::channel(Arc::new(self.config.clone()));
         let metrics = self.config.metrics.then(|| Arc::new(Metrics::new()));
+        // In cluster mode the sessions task shares the link: the bridge hands it its events.
+        let sessions_cluster = self.cluster.as_mut().map(|wiring| {
+            let (tx, inputs) = tokio::sync::mpsc::unbounded_channel();
+            wiring.sessions = Some(tx);
+            sessions::task::ClusterWiring {
+                link: wiring.link.clone(),
+                inputs,
+                redis_url: wiring.redis_url.clone(),
+                key_prefix: wiring.key_prefix.clone(),
+            }
+        });
         let (router, router_task, counts) = router_task::spawn_with_counts(
             initial,
             self.config.player_protocol_ping,
@@ -402,7 +413,7 @@ impl Server {
             self.cluster.take(),
         );
         let sessions = &self.config.sessions;
-        let (sessions_handle, sessions_task) = sessions::task::spawn(
+        let (sessions_handle, sessions_task) = sessions::task::spawn_clustered(
             Limits {
                 max_sessions: sessions.max_sessions,
                 max_sessions_per_address: sessions.max_sessions_per_address,
@@ -414,6 +425,7 @@ impl Server {
                 idle_timeout_ms: u64::try_from(sessions.idle_timeout.as_millis())
                     .unwrap_or(u64::MAX),
             },
+            sessions_cluster,
             shutdown.clone(),
         );
         let scrape = metrics.clone().map(|metrics| crate::metrics::Scrape {

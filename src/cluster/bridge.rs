@@ -68,6 +68,8 @@ pub(crate) enum Wire {
         id: u64,
         answer: Answer,
     },
+    /// The session API's traffic (for the sessions task, not the router).
+    Session(crate::sessions::cluster::SessionWire),
 }
 
 /// What `/api` asks every node: its own peers only (a proxy is its player's node's).
@@ -136,6 +138,11 @@ impl Pending {
     }
 }
 
+/// Where the bridge hands the sessions task its share of the link's events. Unbounded because
+/// the bridge never awaits; what arrives is bounded by the link's own inbox reads.
+pub(crate) type SessionInputs =
+    tokio::sync::mpsc::UnboundedSender<LinkEvent<crate::sessions::cluster::SessionWire>>;
+
 /// What the router task needs of a cluster: the link, its events, and where this node's player
 /// ids start.
 pub(crate) struct Wiring {
@@ -145,6 +152,11 @@ pub(crate) struct Wiring {
     pub(crate) claims: Claims,
     /// The answers to the router's id claims, in the order it asked.
     pub(crate) claimed: mpsc::UnboundedReceiver<Claimed>,
+    /// The Redis URL and key prefix (the sessions' home claims).
+    pub(crate) redis_url: String,
+    pub(crate) key_prefix: String,
+    /// Set by the server when the sessions task takes part.
+    pub(crate) sessions: Option<SessionInputs>,
 }
 
 impl std::fmt::Debug for Wiring {
@@ -168,6 +180,7 @@ pub(crate) async fn start(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<Wiring, super::link_task::LinkError> {
     let url = settings.redis_url.clone();
+    let key_prefix = settings.key_prefix.clone();
     let key = format!("{}:player_block", settings.key_prefix);
     let start_alone = settings.start_alone;
     let node_id = settings.node_id.clone();
@@ -200,6 +213,9 @@ pub(crate) async fn start(
         first_player,
         claims,
         claimed,
+        redis_url: url,
+        key_prefix,
+        sessions: None,
     })
 }
 
@@ -426,6 +442,7 @@ pub(crate) struct Bridge {
     /// `/api` questions waiting for other nodes, by number.
     pending: HashMap<u64, Pending>,
     next_ask: u64,
+    sessions: Option<SessionInputs>,
 }
 
 impl Bridge {
@@ -438,6 +455,19 @@ impl Bridge {
             next: 0,
             pending: HashMap::default(),
             next_ask: 0,
+            sessions: None,
+        }
+    }
+
+    /// Hands node ups and downs and session messages to the sessions task too.
+    pub(crate) fn with_sessions(mut self, sessions: Option<SessionInputs>) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    fn to_sessions(&self, event: LinkEvent<crate::sessions::cluster::SessionWire>) {
+        if let Some(tx) = &self.sessions {
+            let _ = tx.send(event);
         }
     }
 
@@ -622,6 +652,7 @@ impl Bridge {
             }
             LinkEvent::Disconnected => warn!("cluster: Redis lost; reconnecting"),
             LinkEvent::Up(key) => {
+                self.to_sessions(LinkEvent::Up(key.clone()));
                 let node = Node(self.next);
                 self.next += 1;
                 info!(node = %key, "cluster: node up");
@@ -635,6 +666,7 @@ impl Bridge {
                 );
             }
             LinkEvent::Down(key) => {
+                self.to_sessions(LinkEvent::Down(key.clone()));
                 let Some(node) = self.nodes.remove(&key) else {
                     return;
                 };
@@ -646,6 +678,9 @@ impl Bridge {
                 });
                 self.forget_asks(node);
                 router.handle_node_down(node);
+            }
+            LinkEvent::Message(key, Wire::Session(wire)) => {
+                self.to_sessions(LinkEvent::Message(key, wire));
             }
             LinkEvent::Message(key, wire) => {
                 let Some(&node) = self.nodes.get(&key) else {
@@ -707,6 +742,7 @@ fn deliver(node: Node, wire: Wire, router: &mut Router, now_ms: &impl Fn() -> u6
         } => router.handle_remote_ended(node, ConnId(player), sub, ending),
         // Answered by the bridge itself.
         Wire::Ask { .. } | Wire::Answer { .. } => {}
+        Wire::Session(_) => {}
     }
 }
 

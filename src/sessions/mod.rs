@@ -9,6 +9,11 @@
 //! first: the target's own, then the oldest server-wide. Room for the `peer-left` events present
 //! peers may yet cause is kept in reserve, so a leave always fits and no budget is ever exceeded.
 
+pub(crate) mod cluster;
+#[cfg(test)]
+mod cluster_redis_tests;
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(any(test, fuzzing))]
 pub(crate) mod invariants;
 pub mod task;
@@ -179,7 +184,7 @@ pub enum SessionError {
 }
 
 /// What registering did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Registered {
     /// A new session was created with this peer in it.
     NewSession,
@@ -441,6 +446,11 @@ impl Sessions {
             .flat_map(|s| &s.peers)
             .map(|(_, p)| p.undelivered_len())
             .sum()
+    }
+
+    /// The ids of every session (their home claims are kept alive in cluster mode).
+    pub(crate) fn session_ids(&self) -> Vec<String> {
+        self.sessions.keys().cloned().collect()
     }
 
     /// Peer ids of a session in join order (empty for an unknown session).

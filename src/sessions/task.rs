@@ -4,8 +4,9 @@
 //! ([`super::STREAM_WINDOW_BYTES`]), and the stream's body reports each event it takes
 //! ([`StreamGuard::written`]), which lets the core hand it more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -15,7 +16,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{EVENT_OVERHEAD, Event, Limits, Output, Registered, SessionError, Sessions, StreamId};
+use super::cluster::{Answer, Clustered, Home, Homes, Op, Out, SessionWire};
+use super::{EVENT_OVERHEAD, Event, Limits, Registered, SessionError, Sessions, StreamId};
+use crate::cluster::bridge::Wire;
+use crate::cluster::link::{LinkEvent, NodeKey};
+use crate::cluster::link_task::LinkHandle;
 
 /// Requests to the sessions task, each with its reply channel.
 #[derive(Debug)]
@@ -24,12 +29,16 @@ enum Command {
         session: String,
         peer: String,
         client: IpAddr,
+        /// The session's home, if another node (cluster mode).
+        home: Option<NodeKey>,
         credential: Credential,
         reply: oneshot::Sender<Result<(Registered, Option<String>), SessionError>>,
     },
     Unregister {
         session: String,
         peer: String,
+        /// The session's home, if another node (cluster mode).
+        home: Option<NodeKey>,
         presented: Vec<String>,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
@@ -37,6 +46,8 @@ enum Command {
         session: String,
         peer: String,
         presented: Vec<String>,
+        /// The session's home, if another node (cluster mode).
+        home: Option<NodeKey>,
         last_event_id: Option<u64>,
         reply: oneshot::Sender<Result<OpenedStream, SessionError>>,
     },
@@ -46,8 +57,14 @@ enum Command {
         presented: Vec<String>,
         target: String,
         kind: String,
+        /// The session's home, if another node (cluster mode).
+        home: Option<NodeKey>,
         payload: Option<Box<RawValue>>,
         reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    /// The sessions homed here (to keep their claims alive).
+    SessionIds {
+        reply: oneshot::Sender<Result<Vec<String>, SessionError>>,
     },
     /// The figures the metrics report: open sessions, events queued.
     Gauges {
@@ -129,12 +146,26 @@ impl Drop for StreamGuard {
 #[derive(Debug, Clone)]
 pub struct SessionsHandle {
     tx: mpsc::Sender<Command>,
+    /// In cluster mode: where sessions live.
+    homes: Option<Arc<Homes>>,
 }
 
 /// How many requests may wait for the task.
 const COMMAND_QUEUE: usize = 4096;
 
 impl SessionsHandle {
+    /// The node `session` lives on when it is not this one (cluster mode); with `claim`, a
+    /// session nobody holds becomes this node's.
+    async fn home(&self, session: &str, claim: bool) -> Option<NodeKey> {
+        match &self.homes {
+            Some(homes) => match homes.home(session, claim).await {
+                Home::Here => None,
+                Home::There(node) => Some(node),
+            },
+            None => None,
+        }
+    }
+
     async fn request<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, SessionError>>) -> Command,
@@ -156,8 +187,10 @@ impl SessionsHandle {
         client: IpAddr,
         credential: Credential,
     ) -> Result<(Registered, Option<String>), RequestError> {
+        let home = self.home(session, true).await;
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::Register {
+            home,
             session,
             peer,
             client,
@@ -173,8 +206,10 @@ impl SessionsHandle {
         peer: &str,
         presented: Vec<String>,
     ) -> Result<(), RequestError> {
+        let home = self.home(session, false).await;
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::Unregister {
+            home,
             session,
             peer,
             presented,
@@ -190,8 +225,10 @@ impl SessionsHandle {
         presented: Vec<String>,
         last_event_id: Option<u64>,
     ) -> Result<OpenedStream, RequestError> {
+        let home = self.home(session, false).await;
         let (session, peer) = (session.to_owned(), peer.to_owned());
         self.request(|reply| Command::OpenStream {
+            home,
             session,
             peer,
             presented,
@@ -210,8 +247,10 @@ impl SessionsHandle {
         kind: String,
         payload: Option<Box<RawValue>>,
     ) -> Result<(), RequestError> {
+        let home = self.home(session, false).await;
         let (session, from) = (session.to_owned(), from.to_owned());
         self.request(|reply| Command::Message {
+            home,
             session,
             from,
             presented,
@@ -229,23 +268,105 @@ impl SessionsHandle {
     pub async fn gauges(&self) -> Result<(usize, usize), RequestError> {
         self.request(|reply| Command::Gauges { reply }).await
     }
+
+    async fn session_ids(&self) -> Result<Vec<String>, RequestError> {
+        self.request(|reply| Command::SessionIds { reply }).await
+    }
 }
 
 /// Starts the sessions task. It ends on `shutdown` or when every handle is dropped; its open
 /// streams end with it.
 pub fn spawn(limits: Limits, shutdown: CancellationToken) -> (SessionsHandle, JoinHandle<()>) {
+    spawn_clustered(limits, None, shutdown)
+}
+
+/// What the sessions task needs of a cluster: the link (to send), what the link brings for it
+/// (node up and down, session messages from other nodes), and Redis (the home claims).
+pub(crate) struct ClusterWiring {
+    pub(crate) link: LinkHandle<Wire>,
+    pub(crate) inputs: mpsc::UnboundedReceiver<LinkEvent<SessionWire>>,
+    pub(crate) redis_url: String,
+    pub(crate) key_prefix: String,
+}
+
+/// [`spawn`], in cluster mode when `cluster` is set. A Redis URL that does not parse (checked
+/// at start-up already) leaves the sessions on this node alone.
+pub(crate) fn spawn_clustered(
+    limits: Limits,
+    cluster: Option<ClusterWiring>,
+    shutdown: CancellationToken,
+) -> (SessionsHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let task = tokio::spawn(run(limits, rx, shutdown));
-    (SessionsHandle { tx }, task)
+    let (up_tx, up_rx) = tokio::sync::watch::channel(HashSet::new());
+    let (link, inputs, homes) = match cluster {
+        Some(c) => match Homes::new(&c.redis_url, &c.key_prefix, c.link.clone(), up_rx) {
+            Ok(homes) => (Some(c.link), Some(c.inputs), Some(homes)),
+            Err(e) => {
+                warn!("cluster: sessions stay on this node ({e})");
+                (None, None, None)
+            }
+        },
+        None => (None, None, None),
+    };
+    let handle = SessionsHandle {
+        tx,
+        homes: homes.clone(),
+    };
+    if let Some(homes) = homes {
+        tokio::spawn(refresh_claims(handle.clone(), homes, shutdown.clone()));
+    }
+    let cluster = Cluster {
+        link,
+        waiting: HashMap::new(),
+        up: up_tx,
+    };
+    let task = tokio::spawn(run(limits, rx, inputs, cluster, shutdown));
+    (handle, task)
+}
+
+/// Keeps the home claims of the sessions homed here alive while they live.
+async fn refresh_claims(handle: SessionsHandle, homes: Arc<Homes>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Homes::refresh_period());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Ok(ids) = handle.session_ids().await else {
+            return;
+        };
+        if let Err(e) = homes.refresh(&ids).await {
+            warn!("cluster: the sessions' home claims were not refreshed ({e})");
+        }
+    }
+}
+
+/// A request forwarded to another node, waiting for its answer.
+#[derive(Debug)]
+enum Waiting {
+    Register(oneshot::Sender<Result<(Registered, Option<String>), SessionError>>),
+    Done(oneshot::Sender<Result<(), SessionError>>),
+    Open(oneshot::Sender<Result<OpenedStream, SessionError>>),
+}
+
+/// The task's cluster side: the link and the requests waiting for another node.
+struct Cluster {
+    link: Option<LinkHandle<Wire>>,
+    /// Request number → who waits for the answer.
+    waiting: HashMap<u64, Waiting>,
+    /// The nodes up, for the handles' home look-ups.
+    up: tokio::sync::watch::Sender<HashSet<NodeKey>>,
 }
 
 struct Task {
-    core: Sessions,
+    node: Clustered,
     streams: HashMap<StreamId, mpsc::Sender<Event>>,
     /// Enough for a whole window of the smallest events, so a send never finds a channel full.
     stream_capacity: usize,
     notes_tx: mpsc::UnboundedSender<StreamNote>,
     start: Instant,
+    cluster: Cluster,
 }
 
 impl Task {
@@ -253,17 +374,59 @@ impl Task {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// A new stream's channel and guard.
+    fn open(&mut self, stream: StreamId) -> OpenedStream {
+        let (tx, events) = mpsc::channel(self.stream_capacity);
+        self.streams.insert(stream, tx);
+        OpenedStream {
+            stream,
+            events,
+            guard: StreamGuard {
+                stream,
+                notes: self.notes_tx.clone(),
+            },
+        }
+    }
+
+    /// Sends `op` to `home` and keeps `waiting` for the answer.
+    fn forward(&mut self, home: &NodeKey, op: Op, waiting: Waiting) {
+        match self.node.forward(home, op) {
+            Ok(req) => {
+                self.cluster.waiting.insert(req, waiting);
+            }
+            Err(e) => fail(waiting, e),
+        }
+    }
+
     fn handle(&mut self, command: Command) {
         let now = self.now_ms();
         match command {
             Command::Register {
+                home: Some(home),
                 session,
                 peer,
                 client,
                 credential,
                 reply,
             } => {
-                let core = &mut self.core;
+                let op = Op::Register {
+                    session,
+                    peer,
+                    client,
+                    presented: credential.presented,
+                    fresh: credential.fresh,
+                };
+                self.forward(&home, op, Waiting::Register(reply));
+            }
+            Command::Register {
+                home: None,
+                session,
+                peer,
+                client,
+                credential,
+                reply,
+            } => {
+                let core = &mut self.node.sessions;
                 let registered = core
                     .authorize(&session, &peer, &credential.presented)
                     .and_then(|()| core.handle_register(&session, &peer, client, now))
@@ -276,44 +439,66 @@ impl Task {
                 let _ = reply.send(registered);
             }
             Command::Unregister {
+                home: Some(home),
                 session,
                 peer,
                 presented,
                 reply,
             } => {
-                let core = &mut self.core;
+                let op = Op::Unregister {
+                    session,
+                    peer,
+                    presented,
+                };
+                self.forward(&home, op, Waiting::Done(reply));
+            }
+            Command::Unregister {
+                home: None,
+                session,
+                peer,
+                presented,
+                reply,
+            } => {
+                let core = &mut self.node.sessions;
                 let _ = reply.send(
                     core.authorize(&session, &peer, &presented)
                         .and_then(|()| core.handle_unregister(&session, &peer, now)),
                 );
             }
             Command::OpenStream {
+                home: Some(home),
                 session,
                 peer,
                 presented,
                 last_event_id,
                 reply,
             } => {
-                let core = &mut self.core;
+                let op = Op::OpenStream {
+                    session,
+                    peer,
+                    presented,
+                    last_event_id,
+                };
+                self.forward(&home, op, Waiting::Open(reply));
+            }
+            Command::OpenStream {
+                home: None,
+                session,
+                peer,
+                presented,
+                last_event_id,
+                reply,
+            } => {
+                let core = &mut self.node.sessions;
                 let opened = core
                     .authorize(&session, &peer, &presented)
                     .and_then(|()| core.handle_open_stream(&session, &peer, last_event_id, now))
-                    .map(|stream| {
-                        let (tx, events) = mpsc::channel(self.stream_capacity);
-                        self.streams.insert(stream, tx);
-                        OpenedStream {
-                            stream,
-                            events,
-                            guard: StreamGuard {
-                                stream,
-                                notes: self.notes_tx.clone(),
-                            },
-                        }
-                    });
+                    .map(|stream| self.open(stream));
                 // If the handler is gone, the guard inside drops and reports the close.
                 let _ = reply.send(opened);
             }
             Command::Message {
+                home: Some(home),
                 session,
                 from,
                 presented,
@@ -322,23 +507,118 @@ impl Task {
                 payload,
                 reply,
             } => {
-                let core = &mut self.core;
+                let op = Op::Message {
+                    session,
+                    from,
+                    presented,
+                    target,
+                    kind,
+                    payload,
+                };
+                self.forward(&home, op, Waiting::Done(reply));
+            }
+            Command::Message {
+                home: None,
+                session,
+                from,
+                presented,
+                target,
+                kind,
+                payload,
+                reply,
+            } => {
+                let core = &mut self.node.sessions;
                 let result = core.authorize(&session, &from, &presented).and_then(|()| {
                     core.handle_message(&session, &from, &target, &kind, payload.as_deref(), now)
                 });
                 let _ = reply.send(result);
             }
+            Command::SessionIds { reply } => {
+                let _ = reply.send(Ok(self.node.sessions.session_ids()));
+            }
             Command::Gauges { reply } => {
-                let _ = reply.send(Ok((self.core.session_count(), self.core.queued_events())));
+                let _ = reply.send(Ok((
+                    self.node.sessions.session_count(),
+                    self.node.sessions.queued_events(),
+                )));
             }
         }
     }
 
-    /// Hands every pending output to its stream without waiting.
+    fn note(&mut self, note: StreamNote) {
+        let now = self.now_ms();
+        match note {
+            StreamNote::Written { stream, id } => self.node.handle_stream_written(stream, id, now),
+            StreamNote::Closed(stream) => {
+                self.streams.remove(&stream);
+                self.node.handle_stream_closed(stream, now);
+            }
+        }
+    }
+
+    /// One event of the link for the sessions.
+    fn link_event(&mut self, event: LinkEvent<SessionWire>) {
+        let now = self.now_ms();
+        match event {
+            LinkEvent::Connected | LinkEvent::Disconnected => {}
+            LinkEvent::Up(node) => {
+                self.cluster.up.send_modify(|up| {
+                    up.insert(node.clone());
+                });
+                self.node.handle_node_up(node);
+            }
+            LinkEvent::Down(node) => {
+                self.cluster.up.send_modify(|up| {
+                    up.remove(&node);
+                });
+                self.node.handle_node_down(&node, now);
+            }
+            LinkEvent::Message(from, wire) => self.node.handle_wire(&from, wire, now),
+        }
+    }
+
+    /// The home's answer to a forwarded request, to whoever waits for it.
+    fn answer(&mut self, req: u64, result: Result<Answer, SessionError>) {
+        let Some(waiting) = self.cluster.waiting.remove(&req) else {
+            return;
+        };
+        match (waiting, result) {
+            (Waiting::Register(reply), Ok(Answer::Registered { registered, token })) => {
+                let _ = reply.send(Ok((registered, token)));
+            }
+            (Waiting::Done(reply), Ok(Answer::Done)) => {
+                let _ = reply.send(Ok(()));
+            }
+            (Waiting::Open(reply), Ok(Answer::Opened { stream })) => {
+                let opened = self.open(StreamId(stream));
+                // If the handler is gone, the guard inside drops and closes the proxy.
+                let _ = reply.send(Ok(opened));
+            }
+            (waiting, Err(e)) => fail(waiting, e),
+            (waiting, Ok(answer)) => {
+                warn!(?answer, "an answer of the wrong kind from another node");
+                fail(waiting, SessionError::UnknownSession(String::new()));
+            }
+        }
+    }
+
+    /// Carries out every pending output without waiting.
     fn dispatch(&mut self) {
-        while let Some(output) = self.core.poll_output() {
+        while let Some(output) = self.node.poll_output() {
             match output {
-                Output::Deliver { stream, event } => {
+                Out::Send(to, wire) => {
+                    let Some(link) = &self.cluster.link else {
+                        continue;
+                    };
+                    let sent = wire.summary();
+                    if link.send(&to, Wire::Session(wire)).is_err() {
+                        warn!(node = %to, "cluster link queue full; a session message not sent");
+                        let now = self.now_ms();
+                        self.node.handle_send_failed(&to, sent, now);
+                    }
+                }
+                Out::Answered { req, result } => self.answer(req, result),
+                Out::Deliver { stream, event } => {
                     let Some(tx) = self.streams.get(&stream) else {
                         continue;
                     };
@@ -350,16 +630,16 @@ impl Task {
                             warn!(%stream, "event stream channel full; ending it");
                             self.streams.remove(&stream);
                             let now = self.now_ms();
-                            self.core.handle_stream_closed(stream, now);
+                            self.node.handle_stream_closed(stream, now);
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
                             self.streams.remove(&stream);
                             let now = self.now_ms();
-                            self.core.handle_stream_closed(stream, now);
+                            self.node.handle_stream_closed(stream, now);
                         }
                     }
                 }
-                Output::End { stream } => {
+                Out::End { stream } => {
                     // Dropping the sender ends the response body once what it holds is written.
                     self.streams.remove(&stream);
                 }
@@ -368,7 +648,38 @@ impl Task {
     }
 }
 
-async fn run(limits: Limits, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+/// Answers a waiting request with a refusal.
+fn fail(waiting: Waiting, e: SessionError) {
+    match waiting {
+        Waiting::Register(reply) => {
+            let _ = reply.send(Err(e));
+        }
+        Waiting::Done(reply) => {
+            let _ = reply.send(Err(e));
+        }
+        Waiting::Open(reply) => {
+            let _ = reply.send(Err(e));
+        }
+    }
+}
+
+/// The next event of the link for the sessions; never, on a node alone.
+async fn next_input(
+    inputs: &mut Option<mpsc::UnboundedReceiver<LinkEvent<SessionWire>>>,
+) -> Option<LinkEvent<SessionWire>> {
+    match inputs {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(
+    limits: Limits,
+    mut rx: mpsc::Receiver<Command>,
+    mut inputs: Option<mpsc::UnboundedReceiver<LinkEvent<SessionWire>>>,
+    cluster: Cluster,
+    shutdown: CancellationToken,
+) {
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let ticking = !idle.is_zero();
     // A quarter of the timeout keeps expiry within 25 % late, between 10 ms and 1 s.
@@ -378,10 +689,11 @@ async fn run(limits: Limits, mut rx: mpsc::Receiver<Command>, shutdown: Cancella
     let (notes_tx, mut notes_rx) = mpsc::unbounded_channel();
     let mut task = Task {
         stream_capacity: limits.stream_window_bytes / EVENT_OVERHEAD + 2,
-        core: Sessions::new(limits),
+        node: Clustered::new(Sessions::new(limits)),
         streams: HashMap::new(),
         notes_tx,
         start: Instant::now(),
+        cluster,
     };
     loop {
         tokio::select! {
@@ -391,21 +703,15 @@ async fn run(limits: Limits, mut rx: mpsc::Receiver<Command>, shutdown: Cancella
                 None => break,
                 Some(command) => task.handle(command),
             },
-            Some(note) = notes_rx.recv() => {
-                let now = task.now_ms();
-                match note {
-                    StreamNote::Written { stream, id } => {
-                        task.core.handle_stream_written(stream, id, now);
-                    }
-                    StreamNote::Closed(stream) => {
-                        task.streams.remove(&stream);
-                        task.core.handle_stream_closed(stream, now);
-                    }
-                }
-            }
+            Some(note) = notes_rx.recv() => task.note(note),
+            input = next_input(&mut inputs) => match input {
+                Some(event) => task.link_event(event),
+                // The router task (and its bridge) stopped: the server is going down.
+                None => inputs = None,
+            },
             _ = ticker.tick(), if ticking => {
                 let now = task.now_ms();
-                task.core.handle_tick(now);
+                task.node.sessions.handle_tick(now);
             }
         }
         task.dispatch();

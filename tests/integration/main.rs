@@ -10,6 +10,7 @@ mod binary;
 mod browser;
 mod cirrus;
 mod cluster;
+mod cluster_sessions;
 mod disconnect_player;
 mod drop_in;
 mod epic_client;
