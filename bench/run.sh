@@ -118,6 +118,7 @@ scenarios=(
   "connect -n 10000 --concurrency 100"
   "subscribe -s 10 -p 100 --concurrency 100"
   "relay -p 10 --duration 5 --rate 20000"
+  "relay -p 10 --duration 5 --rate 4000"
   "relay -p 10 --duration 5 --window 256"
   "churn --duration 5 --concurrency 50"
   "hostile -s 2 -p 10 --rate 1000 --duration 5 --pause-ms 3000"
