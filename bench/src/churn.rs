@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::time::timeout;
 
-use crate::peers::{Counts, UntilStopped, identify, next_skipping_count, sdp};
+use crate::peers::{Counts, UntilStopped, await_listed, identify, next_skipping_count, sdp};
 use crate::util::{self, CpuMark, Ws, kind};
 use crate::{Cli, Report};
 
@@ -124,6 +124,7 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Report> {
     let total_cpu = CpuMark::now(pid)?;
     let streamer_id = "BenchChurn";
     let streamer = identify(&cli.streamer, streamer_id).await?;
+    await_listed(cli, &[streamer_id.to_owned()]).await?;
     let seen = Arc::new(Seen::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let streamer = tokio::spawn(streamer_loop(

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::peers::{Counts, identify};
+use crate::peers::{Counts, await_listed, identify};
 use crate::relay::{self, Probe, REPORTED, ReaderOutcome, Shared, Stream, Target};
 use crate::util::{self, CpuMark, Ws};
 use crate::{Cli, Report};
@@ -297,6 +297,7 @@ struct Group {
 async fn connect_group(cli: &Cli, args: &Args, index: usize) -> Result<Group> {
     let id = format!("BenchHostile{index}");
     let mut streamer = identify(&cli.streamer, &id).await?;
+    await_listed(cli, std::slice::from_ref(&id)).await?;
     let mut players = Vec::with_capacity(args.players);
     for p in 0..args.players {
         players.push(relay::join(cli, &mut streamer, &id, p).await?);

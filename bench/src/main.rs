@@ -32,6 +32,14 @@ struct Cli {
     /// PID of the server, for its CPU time and memory from /proc.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// Another server-side process whose CPU time counts with --server-pid's (a cluster run:
+    /// the other node and Redis); repeatable. Memory is still --server-pid's alone.
+    #[arg(long = "also-pid", global = true, requires = "server_pid")]
+    also_pids: Vec<u32>,
+    /// --streamer and --player are two nodes of one cluster: before measuring, wait until the
+    /// player's node lists the scenario's streamers. The JSON line says "cluster": true.
+    #[arg(long, global = true)]
+    cluster: bool,
     /// Generator worker threads (1 = a single-threaded runtime).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
@@ -118,11 +126,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     util::set_recv_timeout(std::time::Duration::from_secs_f64(cli.timeout));
+    util::set_also_pids(cli.also_pids.clone());
     match run(&cli) {
         Ok(report) => {
             let line = json!({
                 "scenario": report.scenario,
                 "tls": cli.tls,
+                "cluster": cli.cluster,
                 "params": report.params,
                 "results": report.results,
                 "lost": report.lost,

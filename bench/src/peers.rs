@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::Cli;
 use crate::util::{self, Ws, kind};
 
 #[derive(Default)]
@@ -149,4 +150,50 @@ impl UntilStopped {
             return Some(v);
         }
     }
+}
+
+/// The longest a cluster run waits for the player's node to list its streamers: the nodes find
+/// each other within a heartbeat or two (default 1 s each), this is only a failure bound.
+const LISTED_TIMEOUT: Duration = Duration::from_secs(30);
+/// Between two `listStreamers` while waiting; it only paces the poll.
+const LISTED_POLL: Duration = Duration::from_millis(20);
+
+/// With `--cluster`, waits until a player on `cli.player` (another node than `cli.streamer`'s)
+/// is offered every one of `ids` in `listStreamers`, so that subscribing to them works; the
+/// remote node's streamers reach the list with its messages. Without `--cluster`, returns at
+/// once: the single-node figures do not pay for a connection they do not need.
+pub(crate) async fn await_listed(cli: &Cli, ids: &[String]) -> Result<()> {
+    if !cli.cluster {
+        return Ok(());
+    }
+    let mut ws = util::connect(&cli.player).await?;
+    let v = util::recv_json(&mut ws, util::recv_timeout()).await?;
+    if kind(&v) != "config" {
+        bail!("cluster: a player expected config, got {v}");
+    }
+    let deadline = tokio::time::Instant::now() + LISTED_TIMEOUT;
+    let mut every = tokio::time::interval(LISTED_POLL);
+    loop {
+        util::send_json(&mut ws, &json!({"type": "listStreamers"})).await?;
+        let v = next_skipping_count(&mut ws).await?;
+        if kind(&v) != "streamerList" {
+            bail!("cluster: expected streamerList, got {v}");
+        }
+        let listed = v["ids"].as_array().is_some_and(|listed| {
+            ids.iter()
+                .all(|id| listed.iter().any(|l| l.as_str() == Some(id.as_str())))
+        });
+        if listed {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "cluster: after {LISTED_TIMEOUT:?} the player's node still lists {} and not all of {ids:?}",
+                v["ids"]
+            );
+        }
+        every.tick().await;
+    }
+    ws.close(None).await?;
+    Ok(())
 }

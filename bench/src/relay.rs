@@ -19,7 +19,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{MissedTickBehavior, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::peers::{Counts, identify, next_skipping_count, sdp};
+use crate::peers::{Counts, await_listed, identify, next_skipping_count, sdp};
 use crate::util::{self, CpuMark, Ws, kind};
 use crate::{Cli, Report};
 
@@ -342,6 +342,7 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Report> {
     let total_cpu = CpuMark::now(pid)?;
     let streamer_id = "BenchRelay";
     let mut streamer = identify(&cli.streamer, streamer_id).await?;
+    await_listed(cli, &[streamer_id.to_owned()]).await?;
     let mut players = Vec::new();
     let mut ids = HashMap::new();
     for index in 0..args.players {

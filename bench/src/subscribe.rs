@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::timeout;
 
-use crate::peers::{Counts, UntilStopped, candidate, identify, next_skipping_count, sdp, token_of};
+use crate::peers::{
+    Counts, UntilStopped, await_listed, candidate, identify, next_skipping_count, sdp, token_of,
+};
 use crate::util::{self, CpuMark, Ws, kind};
 use crate::{Cli, Report};
 
@@ -248,6 +250,7 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Report> {
         )));
     }
     drop(events_tx);
+    await_listed(cli, &ids).await?;
 
     // Negotiations.
     let negotiation_cpu = CpuMark::now(pid)?;

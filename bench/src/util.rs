@@ -100,7 +100,25 @@ pub(crate) fn cpu_seconds(pid: &str) -> Result<f64> {
     Ok((tick(14)? + tick(15)?) / CLOCK_TICKS_PER_SEC)
 }
 
-/// CPU-time snapshot of the server (if known) and of this generator.
+/// More server-side processes (`--also-pid`) whose CPU time [`CpuMark`] adds to the server's.
+static ALSO_PIDS: OnceLock<Vec<u32>> = OnceLock::new();
+
+/// Sets the processes of [`ALSO_PIDS`]; the first call wins.
+pub(crate) fn set_also_pids(pids: Vec<u32>) {
+    let _ = ALSO_PIDS.set(pids);
+}
+
+/// CPU seconds used so far by the server `pid` and every `--also-pid` process together.
+fn server_cpu_seconds(pid: u32) -> Result<f64> {
+    let mut total = cpu_seconds(&pid.to_string())?;
+    for also in ALSO_PIDS.get().map_or(&[][..], Vec::as_slice) {
+        total += cpu_seconds(&also.to_string())?;
+    }
+    Ok(total)
+}
+
+/// CPU-time snapshot of the server (if known; with any `--also-pid` processes) and of this
+/// generator.
 #[derive(Clone, Copy)]
 pub(crate) struct CpuMark {
     server: Option<f64>,
@@ -110,9 +128,7 @@ pub(crate) struct CpuMark {
 impl CpuMark {
     pub(crate) fn now(server_pid: Option<u32>) -> Result<Self> {
         Ok(Self {
-            server: server_pid
-                .map(|p| cpu_seconds(&p.to_string()))
-                .transpose()?,
+            server: server_pid.map(server_cpu_seconds).transpose()?,
             generator: cpu_seconds("self")?,
         })
     }

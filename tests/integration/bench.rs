@@ -11,7 +11,9 @@ use tokio::process::Command;
 
 use signalling::config::Config;
 
+use crate::binary::start_logged;
 use crate::support::fault_proxy::FaultProxy;
+use crate::support::redis::RedisServer;
 use crate::support::{TestServer, config};
 
 /// Runs `signalling-bench ARGS` through cargo (it is another workspace package); returns the
@@ -33,7 +35,17 @@ async fn bench(args: &[&str]) -> (Option<i32>, String) {
 
 /// The bench's arguments: the two ports, this process as the server, then the scenario's.
 fn args(streamer: SocketAddr, player: SocketAddr, scenario: &[&str]) -> Vec<String> {
-    let pid = std::process::id().to_string();
+    args_with_pid(streamer, player, std::process::id(), scenario)
+}
+
+/// [`args`] with `pid` as the server.
+fn args_with_pid(
+    streamer: SocketAddr,
+    player: SocketAddr,
+    pid: u32,
+    scenario: &[&str],
+) -> Vec<String> {
+    let pid = pid.to_string();
     let streamer = format!("ws://{streamer}");
     let player = format!("ws://{player}");
     let mut args = vec![
@@ -245,6 +257,89 @@ async fn subscribe_through_a_server_that_loses_a_player_disconnected_fails() {
     let report = lossy_report(code, &stdout, "subscribe");
     assert_eq!(report["lost"], 1, "{report}");
     assert_eq!(report["results"]["player_disconnected"], 3);
+}
+
+/// Issue 14: relay (paced and flat out), churn and subscribe with the streamers on one node
+/// and the players on another, through a real redis-server: nothing lost, and the JSON line
+/// says it was a cluster run. The nodes keep the default heartbeat (1 s) and the first run
+/// starts as soon as they listen, before they have heard from each other: `--cluster` makes
+/// the generator wait until node b lists node a's streamers (without that wait a subscribe on
+/// b finds no such streamer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_scenarios_carry_every_message_across_two_nodes() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let node = |name: &'static str| {
+        let url = url.clone();
+        async move {
+            let (child, mut lines, streamer, player, _) = start_logged(&[
+                "--redis_url",
+                &url,
+                "--node_id",
+                name,
+                // The generator's players all come from 127.0.0.1.
+                "--messages_per_second",
+                "1000000000",
+                "--message_burst",
+                "1000000000",
+            ])
+            .await;
+            // Drained, or a node blocks writing its log to a full pipe.
+            tokio::spawn(async move {
+                while let Ok(Some(l)) = lines.next_line().await {
+                    eprintln!("[{name}] {l}");
+                }
+            });
+            (child, streamer, player)
+        }
+    };
+    let (a, a_streamer, _) = node("a").await;
+    let (b, _, b_player) = node("b").await;
+    let a_pid = a.id().expect("node a runs");
+    let b_pid = b.id().expect("node b runs").to_string();
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "relay",
+            &["relay", "-p", "3", "--duration", "0.3", "--rate", "2000"],
+        ),
+        (
+            "relay",
+            &["relay", "-p", "3", "--duration", "0.3", "--window", "16"],
+        ),
+        (
+            "churn",
+            &["churn", "--duration", "0.3", "--concurrency", "4"],
+        ),
+        ("subscribe", &["subscribe", "-s", "2", "-p", "3"]),
+    ];
+    for (name, scenario) in cases {
+        let mut scenario_args = vec!["--cluster", "--also-pid", &b_pid];
+        scenario_args.extend(scenario);
+        let bench_args = args_with_pid(a_streamer, b_player, a_pid, &scenario_args);
+        let (code, stdout) = bench(&args_refs(&bench_args)).await;
+        let report = clean_report(code, &stdout, name);
+        assert_eq!(report["cluster"], true, "{report}");
+        let results = &report["results"];
+        match name {
+            "relay" => {
+                for dir in ["up", "down"] {
+                    let sent = results[dir]["sent"].as_u64().expect("sent");
+                    assert!(sent > 0, "{scenario:?} {dir}: {report}");
+                    assert_eq!(results[dir]["received"], sent, "{scenario:?} {dir}");
+                }
+            }
+            "churn" => {
+                let cycles = results["cycles"].as_u64().expect("cycles");
+                assert!(cycles > 0, "{report}");
+                assert_eq!(results["player_connected"], cycles);
+                assert_eq!(results["player_disconnected"], cycles);
+            }
+            _ => {
+                assert_eq!(results["negotiations"], 6, "{report}");
+                assert_eq!(results["player_disconnected"], 6, "{report}");
+            }
+        }
+    }
 }
 
 fn args_refs(args: &[String]) -> Vec<&str> {
