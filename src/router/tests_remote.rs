@@ -560,6 +560,25 @@ fn an_sfu_on_another_node_follows_the_sfu_rules() {
 }
 
 #[test]
+fn a_subscribe_to_an_id_no_node_has_announced_is_answered_at_once() {
+    let mut net = net(2);
+    let st = net.open(0, Role::Streamer);
+    // Node 1 has not heard of it yet (nothing delivered): the same answer as on one node.
+    net.msg(0, st, r#"{"type":"endpointId","id":"S"}"#);
+    let p = net.open(1, Role::Player);
+    net.msg(1, p, r#"{"type":"subscribe","streamerId":"S"}"#);
+    assert_eq!(
+        net.texts(1, p).last().copied(),
+        Some(r#"{"type":"subscribeFailed","message":"Streamer S does not exist."}"#)
+    );
+    // Once node 0's list has arrived, the same subscribe reaches the streamer.
+    net.settle();
+    net.msg(1, p, r#"{"type":"subscribe","streamerId":"S"}"#);
+    net.settle();
+    assert_eq!(net.count(0, st, &connected("Player1000")), 1);
+}
+
+#[test]
 fn entry_ids_are_unique_across_the_nodes_that_know_each_other() {
     let mut net = net(2);
     net.streamer(0, "DefaultStreamer");
