@@ -611,8 +611,9 @@ impl Bridge {
             return;
         };
         if self.link.send(key, wire).is_err() {
-            // The link's queue holds far more than a healthy Redis needs; full means Redis is
-            // not keeping up, and the link will report the node down if it stays so.
+            // The link's queue holds far more than a healthy Redis needs; full means Redis (or
+            // this node) is not keeping up. The link then starts a new incarnation, which ends
+            // every pair across nodes on both sides, so the dropped message is never awaited.
             warn!(node = %key, "cluster link queue full; a message to another node dropped");
         }
     }

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -103,6 +104,8 @@ enum Command<B> {
 pub(crate) struct LinkHandle<B> {
     commands: mpsc::Sender<Command<B>>,
     me: Arc<ArcSwap<NodeKey>>,
+    /// Set when a body had to be dropped because the queue was full (see [`Task::tick`]).
+    overflowed: Arc<AtomicBool>,
 }
 
 impl<B> Clone for LinkHandle<B> {
@@ -110,6 +113,7 @@ impl<B> Clone for LinkHandle<B> {
         Self {
             commands: self.commands.clone(),
             me: self.me.clone(),
+            overflowed: self.overflowed.clone(),
         }
     }
 }
@@ -137,7 +141,10 @@ impl<B> LinkHandle<B> {
     fn queue(&self, command: Command<B>) -> Result<(), Full> {
         match self.commands.try_send(command) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Full),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.store(true, Ordering::Relaxed);
+                Err(Full)
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
         }
     }
@@ -268,6 +275,7 @@ where
         shutdown: shutdown.clone(),
     };
     tokio::spawn(reader.run());
+    let overflowed = Arc::new(AtomicBool::new(false));
     let task = Task {
         link: Link::new(
             me,
@@ -281,6 +289,7 @@ where
         me: shared_me.clone(),
         events,
         commands,
+        overflowed: overflowed.clone(),
         reader: reader_rx,
         incarnation,
         announced: None,
@@ -298,6 +307,7 @@ where
         LinkHandle {
             commands: commands_tx,
             me: shared_me,
+            overflowed,
         },
         events_rx,
     ))
@@ -529,6 +539,8 @@ struct Task<B> {
     me: Arc<ArcSwap<NodeKey>>,
     events: mpsc::Sender<LinkEvent<B>>,
     commands: mpsc::Receiver<Command<B>>,
+    /// The handle dropped a body: the queue was full.
+    overflowed: Arc<AtomicBool>,
     reader: mpsc::Receiver<ReaderEvent>,
     incarnation: watch::Sender<u64>,
     /// The incarnation the reader has listed and reads for.
@@ -655,6 +667,13 @@ where
     }
 
     fn tick(&mut self) {
+        if self.overflowed.swap(false, Ordering::Relaxed) {
+            // A body was dropped, so the others would wait for it forever (it never took a
+            // sequence number, so no gap shows). Starting a new incarnation ends every pair
+            // across nodes on both sides, exactly once, as the loss of this node would.
+            warn!(node = %self.link.me(), "cluster: the link's queue overflowed and a message was dropped; this node starts a new incarnation");
+            self.reincarnate();
+        }
         let now = self.now_ms();
         match self.lost_since {
             None => self.link.tick(now),

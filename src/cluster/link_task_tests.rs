@@ -436,3 +436,64 @@ fn urls_are_redacted_of_their_password_only() {
     assert_eq!(redacted("redis://secret@h"), "redis://***@h");
     assert_eq!(redacted("unix:///run/redis.sock"), "unix:///run/redis.sock");
 }
+
+/// A body the link had to drop (its queue full: here because the server stopped taking the
+/// link's events) would leave the other node waiting for it forever; the node starts a new
+/// incarnation instead, so both sides end every pair between them, as on the loss of a node.
+#[tokio::test]
+async fn a_full_queue_makes_the_node_start_a_new_incarnation() {
+    let redis = RedisServer::start().await;
+    let long = |id| LinkSettings {
+        node_timeout: Duration::from_secs(60),
+        ..settings(&redis.url(), id)
+    };
+    let mut a = TestLink::start(long("a")).await;
+    let mut b = TestLink::start(long("b")).await;
+    a.expect(LinkEvent::Connected).await;
+    b.expect(LinkEvent::Connected).await;
+    let kb = a.up("b").await;
+    let ka = b.up("a").await;
+    // B floods A, whose events nobody reads: A's task stops at its full events channel.
+    for n in 0..20_000u64 {
+        b.handle.send(&ka, n).expect("room at b");
+        if n % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // So A's own queue fills: a send is refused.
+    let mut refused = false;
+    for n in 0..1_000_000u64 {
+        if a.handle.send(&kb, n).is_err() {
+            refused = true;
+            break;
+        }
+        if n % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(refused, "a's queue never filled");
+    // Once its events are read again, A starts a new incarnation: B is down for it…
+    loop {
+        match a.next().await {
+            LinkEvent::Message(..) | LinkEvent::Connected | LinkEvent::Disconnected => {}
+            LinkEvent::Down(key) => {
+                assert_eq!(key, kb);
+                break;
+            }
+            other => panic!("a: {other:?}"),
+        }
+    }
+    assert_ne!(a.handle.me(), ka, "a new incarnation");
+    // …and for B the old A is down, then the new one up.
+    loop {
+        match b.next().await {
+            LinkEvent::Message(..) | LinkEvent::Connected | LinkEvent::Disconnected => {}
+            LinkEvent::Down(key) => {
+                assert_eq!(key, ka);
+                break;
+            }
+            other => panic!("b: {other:?}"),
+        }
+    }
+    assert_eq!(b.up("a").await, a.handle.me());
+}
